@@ -1,0 +1,35 @@
+"""Errors a user can cause or fix. Each message names the file, model or setting involved and the fix."""
+
+from __future__ import annotations
+
+
+class Image2MoodError(Exception):
+    """Base class: the CLI prints these as one clear line, the service turns them into 4xx JSON."""
+
+
+class ModelNotFoundError(Image2MoodError):
+    """A configured model is neither a local directory nor reachable on the hub (or in its cache)."""
+
+
+class ModelLoadError(Image2MoodError):
+    """A model was found but its files are not a model of the expected kind."""
+
+
+class AudioDecodeError(Image2MoodError):
+    """A music file could not be decoded (corrupt, not audio, unsupported codec, empty)."""
+
+
+class ImageError(Image2MoodError):
+    """A photo could not be used (not an image, truncated, too large)."""
+
+
+class StoreError(Image2MoodError):
+    """The song store could not be opened or used."""
+
+
+class StoreLockedError(StoreError):
+    """The embedded store is held by another process."""
+
+
+class StoreMismatchError(StoreError):
+    """The store was built with another CLAP model or windowing than the one configured now."""

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Set up image2mood in ./.venv: system packages (ffmpeg), CPU torch pinned, the project itself.
+#   bash scripts/setup.sh          # the product
+#   bash scripts/setup.sh --test   # plus the test tools (pytest, Chromium and its driver)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[[ "${1:-}" == "--test" ]] && want_test=1
+
+apt_packages=(ffmpeg)
+(( want_test )) && apt_packages+=(chromium chromium-driver)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if (( ${#missing[@]} )); then
+  echo "==> installing system packages: ${missing[*]}"
+  sudo_cmd=()
+  (( EUID != 0 )) && sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python="${PYTHON:-python3}"
+if [[ ! -x .venv/bin/python ]]; then
+  echo "==> creating .venv with $($python --version)"
+  "$python" -m venv .venv
+fi
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt)
+echo "==> installing torch (CPU) and image2mood into .venv"
+"${pip[@]}" --upgrade pip
+"${pip[@]}" torch==2.13.0
+extras=""
+(( want_test )) && extras="[test]"
+"${pip[@]}" -e ".${extras}"
+echo "==> checking models"
+if ! .venv/bin/image2mood models check --download; then
+  if [[ -z "${IMAGE2MOOD_MODELS:-}" ]] && ! grep -qs '^IMAGE2MOOD_MODELS=' .env; then
+    # No real weights here (no registry ships them): make every command runnable now with tiny
+    # random models, and say so loudly. Real models replace them as the README explains.
+    .venv/bin/image2mood models tiny models/tiny >/dev/null
+    echo "IMAGE2MOOD_MODELS=$PWD/models/tiny" >> .env
+    echo "==> no real model weights found: wrote TINY RANDOM models to models/tiny and set"
+    echo "    IMAGE2MOOD_MODELS in .env so every command runs; results are meaningless until you"
+    echo "    install real models (README, 'Real models')."
+  fi
+fi
+echo "==> ready: .venv/bin/image2mood --help"
