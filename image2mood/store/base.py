@@ -1,0 +1,273 @@
+"""The song store interface, its value types and the logic both adapters share.
+
+Adapters implement the underscore methods on already-validated input; the public methods here
+validate ids and vectors, keep results in a stable order and turn backend errors into
+:class:`~image2mood.errors.StoreError` naming the store.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from types import TracebackType
+from typing import Any, Self
+
+import numpy as np
+
+from image2mood.errors import StoreError, StoreMismatchError
+
+VECTOR_NAME = "audio"
+"""The named vector that holds a song's CLAP audio embedding."""
+
+KEYWORD_FIELDS = ("artist", "genre")
+"""Payload fields with a keyword index (exact-match filters)."""
+FLOAT_FIELDS = ("duration",)
+"""Payload fields with a float index (range filters)."""
+
+
+@dataclass(frozen=True)
+class Song:
+    """One song of the library as stored: its id, its payload and (optionally) its vector.
+
+    Equality compares the payload fields only, never the vector.
+    """
+
+    id: str
+    path: str
+    content_hash: str
+    title: str
+    artist: str | None = None
+    album: str | None = None
+    genre: str | None = None
+    duration: float = 0.0
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def to_payload(self) -> dict[str, Any]:
+        """The stored payload: every field but ``id`` and ``vector``."""
+        return {
+            "path": self.path,
+            "content_hash": self.content_hash,
+            "title": self.title,
+            "artist": self.artist,
+            "album": self.album,
+            "genre": self.genre,
+            "duration": float(self.duration),
+        }
+
+    @classmethod
+    def from_payload(cls, id: Any, payload: Mapping[str, Any] | None, vector: Any = None) -> Song:
+        """Rebuild a song from a backend record (id as str or UUID, vector as list/dict/array)."""
+        p = payload or {}
+        if isinstance(vector, Mapping):
+            vector = vector.get(VECTOR_NAME)
+        return cls(
+            id=str(id),
+            path=p.get("path", ""),
+            content_hash=p.get("content_hash", ""),
+            title=p.get("title", ""),
+            artist=p.get("artist"),
+            album=p.get("album"),
+            genre=p.get("genre"),
+            duration=float(p.get("duration") or 0.0),
+            vector=None if vector is None else np.asarray(vector, dtype=np.float32),
+        )
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A search result: the song (without its vector) and its cosine similarity to the query."""
+
+    song: Song
+    score: float
+
+
+@dataclass(frozen=True)
+class SongFilter:
+    """Restricts a search; every given condition must hold."""
+
+    artist: str | None = None
+    genre: str | None = None
+    min_duration: float | None = None
+    max_duration: float | None = None
+    exclude_ids: tuple[str, ...] = ()
+
+    def matches(self) -> dict[str, str]:
+        """Exact-match conditions, payload key → value."""
+        return {k: v for k, v in (("artist", self.artist), ("genre", self.genre)) if v is not None}
+
+    def has_duration_range(self) -> bool:
+        """Whether a duration bound (inclusive) is given."""
+        return self.min_duration is not None or self.max_duration is not None
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """What built the vectors in a store; vectors built otherwise cannot be mixed with them."""
+
+    clap_model: str
+    dim: int
+    windowing: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StoreInfo:
+        return cls(clap_model=str(data["clap_model"]), dim=int(data["dim"]), windowing=str(data["windowing"]))
+
+
+def windowing_label(windows_per_song: int, window_seconds: float) -> str:
+    """The canonical ``windowing`` string, e.g. ``"6x10.0s"``."""
+    return f"{windows_per_song}x{float(window_seconds)}s"
+
+
+def check_info(location: str, recorded: StoreInfo, wanted: StoreInfo | None) -> None:
+    """Raise StoreMismatchError when the configured model/windowing differs from the recorded one."""
+    if wanted is None or wanted == recorded:
+        return
+    raise StoreMismatchError(
+        f"the store at {location} was built with CLAP model {recorded.clap_model!r} "
+        f"(dim {recorded.dim}, windowing {recorded.windowing}), but the configuration now says "
+        f"CLAP model {wanted.clap_model!r} (dim {wanted.dim}, windowing {wanted.windowing}); "
+        "its vectors cannot be mixed. Index into a new store with `--store NEW`, or set "
+        "IMAGE2MOOD_CLAP_MODEL (and IMAGE2MOOD_WINDOWS_PER_SONG / IMAGE2MOOD_WINDOW_SECONDS) "
+        "back to what built it."
+    )
+
+
+def canonical_id(value: str) -> str:
+    """A point id as the canonical UUID string; anything else is a StoreError."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise StoreError(f"song id {value!r} is not a UUID") from None
+
+
+class SongStore(ABC):
+    """Songs with their CLAP audio vectors, searchable by cosine similarity (a context manager)."""
+
+    kind: str
+    location: str
+    info: StoreInfo
+    """What the store records as having built its vectors (always known for an open store)."""
+
+    def upsert(self, songs: Sequence[Song]) -> None:
+        """Insert or replace a batch of songs (every vector given); durable when it returns."""
+        if not songs:
+            return
+        for song in songs:
+            canonical_id(song.id)
+            if song.vector is None:
+                raise StoreError(f"song {song.path} has no vector; the store needs one for every song")
+        vectors = np.stack([self._check_vector(s.vector, f"song {s.path}") for s in songs])
+        with self._errors():
+            self._upsert(songs, vectors)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove songs by id (unknown ids are ignored); durable when it returns."""
+        if ids:
+            keys = [canonical_id(i) for i in ids]
+            with self._errors():
+                self._delete(keys)
+
+    def get(self, ids: Sequence[str], with_vectors: bool = True) -> list[Song]:
+        """The songs with these ids, in the order asked; missing ids are simply absent."""
+        keys = list(dict.fromkeys(canonical_id(i) for i in ids))
+        if not keys:
+            return []
+        with self._errors():
+            found = {s.id: s for s in self._get(keys, with_vectors)}
+        return [found[k] for k in keys if k in found]
+
+    def scroll(self, with_vectors: bool = False, batch: int = 256) -> Iterator[Song]:
+        """Every song, fetched ``batch`` at a time."""
+        offset: Any = None
+        while True:
+            with self._errors():
+                songs, offset = self._scroll_page(offset, batch, with_vectors)
+            yield from songs
+            if offset is None:
+                return
+
+    def search(self, vector: np.ndarray, limit: int = 10, song_filter: SongFilter | None = None) -> list[Hit]:
+        """The ``limit`` songs nearest to ``vector`` by cosine similarity, best first."""
+        if limit < 1:
+            raise StoreError(f"search limit must be at least 1, got {limit}")
+        query = self._check_vector(vector, "query vector")
+        flt = song_filter if song_filter is not None and song_filter != SongFilter() else None
+        if flt is not None:
+            flt = replace(flt, exclude_ids=tuple(canonical_id(i) for i in flt.exclude_ids))
+        with self._errors():
+            return self._search(query, limit, flt)
+
+    def count(self) -> int:
+        """How many songs the store holds."""
+        with self._errors():
+            return self._count()
+
+    def optimize(self) -> None:
+        """Build the search indexes (HNSW) after a bulk write; blocks until done (minutes at 100k songs).
+
+        Searches stay correct without it, but an unoptimised embedded store scans every vector.
+        """
+        with self._errors():
+            self._optimize()
+
+    def close(self) -> None:
+        """Release the store (idempotent)."""
+        self._close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.location}>"
+
+    def _check_vector(self, vector: Any, what: str) -> np.ndarray:
+        v = np.asarray(vector, dtype=np.float32)
+        if v.shape != (self.info.dim,):
+            raise StoreError(f"{what} has shape {v.shape}; the store at {self.location} holds {self.info.dim}-d vectors")
+        if not np.isfinite(v).all():
+            raise StoreError(f"{what} has NaN or infinite values")
+        return v
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turn a backend failure into a StoreError that names the store."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as e:  # backends raise bare Exception, httpx and grpc errors
+            raise StoreError(f"the store at {self.location} failed: {e}") from e
+
+    @abstractmethod
+    def _upsert(self, songs: Sequence[Song], vectors: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _delete(self, ids: list[str]) -> None: ...
+
+    @abstractmethod
+    def _get(self, ids: list[str], with_vectors: bool) -> list[Song]: ...
+
+    @abstractmethod
+    def _scroll_page(self, offset: Any, limit: int, with_vectors: bool) -> tuple[list[Song], Any]:
+        """One page of songs and the offset of the next page (None after the last)."""
+
+    @abstractmethod
+    def _search(self, vector: np.ndarray, limit: int, song_filter: SongFilter | None) -> list[Hit]: ...
+
+    @abstractmethod
+    def _count(self) -> int: ...
+
+    @abstractmethod
+    def _optimize(self) -> None: ...
+
+    @abstractmethod
+    def _close(self) -> None: ...

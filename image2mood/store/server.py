@@ -1,0 +1,143 @@
+"""The server store: a collection in a Qdrant server, reached with qdrant-client.
+
+``QdrantClient(location=":memory:")`` stands in for a server in tests. The StoreInfo lives in the
+collection's own metadata (key ``image2mood``, Qdrant ≥ 1.16), so it travels with the collection
+through snapshots and cannot drift from it; a collection without it was not made by image2mood and
+is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from image2mood.errors import StoreError
+from image2mood.store.base import (
+    FLOAT_FIELDS,
+    KEYWORD_FIELDS,
+    VECTOR_NAME,
+    Hit,
+    Song,
+    SongFilter,
+    SongStore,
+    StoreInfo,
+    check_info,
+)
+
+METADATA_KEY = "image2mood"
+
+
+class ServerStore(SongStore):
+    """Songs in one collection of a Qdrant server; writes wait until the server has applied them."""
+
+    kind = "server"
+
+    def __init__(
+        self,
+        location: str,
+        *,
+        info: StoreInfo | None,
+        api_key: str | None = None,
+        collection: str = "songs",
+        create: bool = True,
+        client: QdrantClient | None = None,
+    ) -> None:
+        """``client``: an existing client to share (then ``location`` only names it and close() leaves it open)."""
+        self.location = location if location == ":memory:" else f"{location.rstrip('/')}/collections/{collection}"
+        self._collection = collection
+        self._owns_client = client is None
+        try:
+            if client is not None:
+                self._client = client
+            elif location == ":memory:":
+                self._client = QdrantClient(location=":memory:")
+            else:
+                self._client = QdrantClient(url=location, api_key=api_key)
+        except Exception as e:  # a malformed URL
+            raise StoreError(f"cannot open the store at {self.location}: {e}") from e
+        try:
+            with self._errors():
+                self.info = self._open(info, create)
+        except BaseException:
+            self._close()
+            raise
+
+    def _open(self, info: StoreInfo | None, create: bool) -> StoreInfo:
+        if not self._client.collection_exists(self._collection):
+            if not (create and info is not None):
+                raise StoreError(f"no store at {self.location}; run `image2mood index MUSIC_DIR` first")
+            self._create(info)
+            return info
+        metadata = self._client.get_collection(self._collection).config.metadata or {}
+        if METADATA_KEY not in metadata:
+            raise StoreError(
+                f"the collection at {self.location} was not created by image2mood (no {METADATA_KEY!r} "
+                "metadata); choose another name with IMAGE2MOOD_COLLECTION"
+            )
+        recorded = StoreInfo.from_dict(metadata[METADATA_KEY])
+        check_info(self.location, recorded, info)
+        return recorded
+
+    def _create(self, info: StoreInfo) -> None:
+        self._client.create_collection(
+            self._collection,
+            vectors_config={VECTOR_NAME: models.VectorParams(size=info.dim, distance=models.Distance.COSINE)},
+            metadata={METADATA_KEY: info.to_dict()},
+        )
+        schemas = {name: models.PayloadSchemaType.KEYWORD for name in KEYWORD_FIELDS}
+        schemas |= {name: models.PayloadSchemaType.FLOAT for name in FLOAT_FIELDS}
+        for name, schema in schemas.items():
+            self._client.create_payload_index(self._collection, name, field_schema=schema, wait=True)
+
+    def _upsert(self, songs: Sequence[Song], vectors: np.ndarray) -> None:
+        batch = models.Batch(
+            ids=[s.id for s in songs], vectors={VECTOR_NAME: vectors}, payloads=[s.to_payload() for s in songs]
+        )
+        self._client.upsert(self._collection, points=batch, wait=True)
+
+    def _delete(self, ids: list[str]) -> None:
+        self._client.delete(self._collection, points_selector=models.PointIdsList(points=ids), wait=True)
+
+    def _get(self, ids: list[str], with_vectors: bool) -> list[Song]:
+        records = self._client.retrieve(self._collection, ids, with_payload=True, with_vectors=with_vectors)
+        return [Song.from_payload(r.id, r.payload, r.vector) for r in records]
+
+    def _scroll_page(self, offset: Any, limit: int, with_vectors: bool) -> tuple[list[Song], Any]:
+        records, next_offset = self._client.scroll(
+            self._collection, limit=limit, offset=offset, with_payload=True, with_vectors=with_vectors
+        )
+        return [Song.from_payload(r.id, r.payload, r.vector) for r in records], next_offset
+
+    def _search(self, vector: np.ndarray, limit: int, song_filter: SongFilter | None) -> list[Hit]:
+        response = self._client.query_points(
+            self._collection,
+            query=vector,
+            using=VECTOR_NAME,
+            query_filter=_client_filter(song_filter) if song_filter else None,
+            limit=limit,
+            with_payload=True,
+        )
+        return [Hit(Song.from_payload(p.id, p.payload), p.score) for p in response.points]
+
+    def _count(self) -> int:
+        return self._client.count(self._collection, exact=True).count
+
+    def _optimize(self) -> None:
+        """Nothing to do: a Qdrant server runs its optimizers by itself."""
+
+    def _close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+
+def _client_filter(f: SongFilter) -> models.Filter:
+    must: list[models.Condition] = [
+        models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in f.matches().items()
+    ]
+    if f.has_duration_range():
+        must.append(models.FieldCondition(key="duration", range=models.Range(gte=f.min_duration, lte=f.max_duration)))
+    must_not: list[models.Condition] = [models.HasIdCondition(has_id=list(f.exclude_ids))] if f.exclude_ids else []
+    return models.Filter(must=must or None, must_not=must_not or None)
