@@ -1,0 +1,59 @@
+"""Models load once per process, lazily, and are shared by every thread that asks."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import torch
+
+from image2mood.config import ModelKind, Settings
+from image2mood.models.blip import Captioner
+from image2mood.models.clap import ClapEncoder
+from image2mood.models.clip import ImageEncoder
+from image2mood.models.projection import ProjectionHead, load_projection
+from image2mood.models.resolve import resolve_model
+
+_CLASSES: dict[ModelKind, type] = {"clap": ClapEncoder, "clip": ImageEncoder, "blip": Captioner}
+_lock = threading.Lock()
+_loaded: dict[tuple[str, str, str], Any] = {}
+
+
+def _load(kind: ModelKind, settings: Settings) -> Any:
+    key = (kind, settings.model_spec(kind), settings.device)
+    with _lock:
+        if key not in _loaded:
+            if settings.threads:
+                torch.set_num_threads(settings.threads)
+            extra = {"max_new_tokens": settings.caption_tokens} if kind == "blip" else {}
+            _loaded[key] = _CLASSES[kind](resolve_model(kind, key[1]), device=settings.device, **extra)
+        return _loaded[key]
+
+
+def clap_encoder(settings: Settings) -> ClapEncoder:
+    """The process's CLAP encoder for these settings."""
+    return _load("clap", settings)
+
+
+def image_encoder(settings: Settings) -> ImageEncoder:
+    """The process's CLIP image encoder for these settings."""
+    return _load("clip", settings)
+
+
+def captioner(settings: Settings) -> Captioner:
+    """The process's BLIP captioner for these settings."""
+    return _load("blip", settings)
+
+
+def projection_head(settings: Settings) -> ProjectionHead | None:
+    """The configured projection head (checked against the configured CLIP and CLAP), or None."""
+    path = settings.projection_path()
+    if path is None:
+        return None
+    key = ("projection", str(path), settings.model_spec("clip") + "|" + settings.model_spec("clap"))
+    with _lock:
+        if key not in _loaded:
+            clip = resolve_model("clip", settings.model_spec("clip"))
+            clap = resolve_model("clap", settings.model_spec("clap"))
+            _loaded[key] = load_projection(path, clip, clap)
+        return _loaded[key]
