@@ -1,0 +1,41 @@
+"""Read a music file's title, artist, album and genre tags (optional: a file without them still indexes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import mutagen
+
+_KEYS = ("title", "artist", "album", "genre")
+
+
+@dataclass(frozen=True)
+class Tags:
+    """What a song is called; ``title`` falls back to the file name without its suffix."""
+
+    title: str
+    artist: str | None
+    album: str | None
+    genre: str | None
+
+
+def read_tags(path: Path) -> Tags:
+    """The first value of each tag, stripped, ``None`` when absent or empty. Never raises."""
+    path = Path(path)
+    try:
+        found = mutagen.File(path, easy=True)
+        values = {key: _first(found.tags.get(key)) for key in _KEYS} if found is not None and found.tags else {}
+    except Exception:  # a broken or unknown file: tags are optional, decoding reports the real problem
+        values = {}
+    return Tags(
+        title=values.get("title") or path.stem,
+        artist=values.get("artist"),
+        album=values.get("album"),
+        genre=values.get("genre"),
+    )
+
+
+def _first(values: list[object] | None) -> str | None:
+    text = str(values[0]).strip() if values else ""
+    return text or None
