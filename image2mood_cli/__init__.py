@@ -1,0 +1,1 @@
+"""The roof: the `image2mood` command assembles the tenants' command groups and the models group."""

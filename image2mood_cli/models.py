@@ -1,0 +1,85 @@
+"""`image2mood models ...`: check, write a tiny set, download real models, convert LAION-CLAP checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from image2mood.config import DEFAULT_MODELS, Settings
+from image2mood.errors import Image2MoodError
+
+
+@click.group()
+def models() -> None:
+    """Find, make and convert the models image2mood uses."""
+
+
+@models.command()
+@click.option("--download", is_flag=True, help="Download hub models that are not in the local cache.")
+@click.pass_obj
+def check(settings: Settings, download: bool) -> None:
+    """Say, for CLIP, BLIP and CLAP, which model is configured and whether it is here."""
+    from image2mood.config import is_tiny
+    from image2mood.models.resolve import FAMILY_NAMES, resolve_model
+
+    missing = 0
+    for kind in ("clip", "blip", "clap"):
+        spec = settings.model_spec(kind)
+        try:
+            folder = resolve_model(kind, spec, download=download).folder
+            note = " (tiny random weights)" if is_tiny(folder) else ""
+            click.echo(f"{FAMILY_NAMES[kind]:5} ok       {spec} -> {folder}{note}")
+        except Image2MoodError as exc:
+            missing += 1
+            click.echo(f"{FAMILY_NAMES[kind]:5} missing  {exc}")
+    if missing:
+        raise SystemExit(1)
+
+
+@models.command()
+@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
+def tiny(target: Path) -> None:
+    """Write tiny random CLIP, BLIP and CLAP models into TARGET (use with IMAGE2MOOD_MODELS=TARGET)."""
+    from image2mood.models.tiny import write_tiny_set
+
+    write_tiny_set(target)
+    click.echo(f"wrote tiny random models to {target}; try them with IMAGE2MOOD_MODELS={target.resolve()}")
+
+
+@models.command()
+@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def download(settings: Settings, target: Path) -> None:
+    """Download the configured CLIP, BLIP and CLAP models into TARGET/{clip,blip,clap} (needs internet)."""
+    from image2mood.models.resolve import download_model
+
+    for kind in ("clip", "blip", "clap"):
+        spec = settings.model_spec(kind)
+        if Path(spec).exists():
+            spec = DEFAULT_MODELS[kind]
+        click.echo(f"downloading {spec} ...")
+        download_model(kind, spec, target / kind)
+    click.echo(f"done; use them with IMAGE2MOOD_MODELS={target.resolve()}")
+
+
+@models.command("convert-clap")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--audio-model", type=click.Choice(["HTSAT-tiny", "HTSAT-base"]), default="HTSAT-base",
+              show_default=True, help="The checkpoint's audio tower (the music checkpoint is HTSAT-base).")
+@click.option("--tokenizer", "tokenizer_source", default=None, metavar="DIR_OR_HUB_ID",
+              help="Where to take the RoBERTa tokenizer from (default: the configured CLAP model).")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="Unpickle a checkpoint torch's safe loader refuses (only for files from a source you trust).")
+@click.pass_obj
+def convert_clap(settings: Settings, checkpoint: Path, target: Path, audio_model: str,
+                 tokenizer_source: str | None, trust_checkpoint: bool) -> None:
+    """Convert an original LAION-CLAP .pt CHECKPOINT into a model folder TARGET."""
+    from image2mood.models.clap_convert import convert_laion_clap
+    from image2mood.models.resolve import resolve_model
+
+    source = tokenizer_source or str(resolve_model("clap", settings.model_spec("clap")).folder)
+    convert_laion_clap(checkpoint, target, audio_model=audio_model, tokenizer_source=source,
+                       trust_checkpoint=trust_checkpoint)
+    click.echo(f"wrote {target}; use it with IMAGE2MOOD_CLAP_MODEL={target.resolve()}")

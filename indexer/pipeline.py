@@ -1,0 +1,153 @@
+"""Index a music library: walk, skip unchanged files, decode ahead of the model, write in batches.
+
+Decoding (and hashing) of the next files runs in a worker thread while the model embeds the current
+one. Songs reach the store in batches; each batch is durable when written, so an interrupted run
+loses at most the batch in hand, and a rerun finishes the job (ids are stable, so no duplicates).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from tqdm import tqdm
+
+from image2mood.audio import iter_audio_files
+from image2mood.config import Settings
+from image2mood.errors import Image2MoodError
+from image2mood.library import FileFacts, PreparedSong, embed, file_facts, prepare
+from image2mood.models.clap import ClapEncoder
+from image2mood.store.base import Song, SongStore
+from image2mood.tags import read_tags
+
+T = TypeVar("T")
+R = TypeVar("R")
+LOOKAHEAD = 3  # files decoded ahead of the model: enough to hide decoding, bounded memory
+
+
+@dataclass
+class IndexReport:
+    """What one run did; ``summary`` is the line the CLI ends with."""
+
+    indexed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    failed: int = 0
+    failures: list[tuple[Path, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"indexed {self.indexed}, unchanged {self.unchanged}, "
+                f"removed {self.removed}, failed {self.failed}")
+
+
+@dataclass(frozen=True)
+class _Unchanged:
+    facts: FileFacts
+
+
+@dataclass(frozen=True)
+class _Failed:
+    path: Path
+    reason: str
+
+
+def _ahead(pool: ThreadPoolExecutor, work: Callable[[T], R], items: Iterable[T], depth: int) -> Iterator[R]:
+    """``map(work, items)`` in order, with up to ``depth`` items being worked on ahead."""
+    queue: deque[Future[R]] = deque()
+    for item in items:
+        queue.append(pool.submit(work, item))
+        if len(queue) > depth:
+            yield queue.popleft().result()
+    while queue:
+        yield queue.popleft().result()
+
+
+class Indexer:
+    """Adds new and changed songs to a store, skips unchanged ones, optionally prunes vanished ones."""
+
+    def __init__(self, store: SongStore, encoder: ClapEncoder, settings: Settings,
+                 warn: Callable[[str], None] = lambda line: tqdm.write(line, file=sys.stderr)) -> None:
+        self.store, self.encoder, self.settings, self.warn = store, encoder, settings, warn
+        self.known: dict[str, Song] = {}
+        self.by_hash: dict[str, str] = {}
+
+    def run(self, paths: Iterable[Path], prune: bool = False) -> IndexReport:
+        """Index every audio file under ``paths``; the report counts what happened."""
+        report = IndexReport()
+        files = list(iter_audio_files(Path(p) for p in paths))
+        self.known = {song.id: song for song in self.store.scroll()}
+        self.by_hash = {song.content_hash: song.id for song in self.known.values()}
+        pending: list[Song] = []
+        with tqdm(total=len(files), unit="song", dynamic_ncols=True, mininterval=0.5) as bar, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+            try:
+                for item in _ahead(pool, self._look_at, files, LOOKAHEAD):
+                    self._take(item, pending, report)
+                    if len(pending) >= self.settings.upsert_batch:
+                        self._flush(pending, report)
+                    bar.update()
+                    bar.set_postfix(new=report.indexed + len(pending), same=report.unchanged,
+                                    failed=report.failed, refresh=False)
+            finally:
+                self._flush(pending, report)  # what was embedded before an interruption is kept
+        if prune:
+            report.removed = self._prune()
+        if report.indexed or report.removed:
+            self.warn("updating the search index ...")
+            self.store.optimize()  # (re)build the search index once per run, not per batch
+        return report
+
+    def _look_at(self, path: Path) -> PreparedSong | _Unchanged | _Failed:
+        """Worker-thread part: hash, compare with the store, decode when the model is needed."""
+        try:
+            facts = file_facts(path)
+            stored = self.known.get(facts.id)
+            if stored is not None and stored.content_hash == facts.content_hash:
+                return _Unchanged(facts)
+            if facts.content_hash in self.by_hash:
+                return facts  # same content stored under another path: reuse its vector
+            return prepare(facts, self.settings, self.encoder.sample_rate)
+        except (Image2MoodError, OSError) as exc:
+            return _Failed(path, str(exc))
+
+    def _take(self, item: PreparedSong | FileFacts | _Unchanged | _Failed,
+              pending: list[Song], report: IndexReport) -> None:
+        """Main-thread part: embed, or copy a known vector, or count."""
+        if isinstance(item, _Unchanged):
+            report.unchanged += 1
+        elif isinstance(item, _Failed):
+            report.failed += 1
+            report.failures.append((item.path, item.reason))
+            self.warn(f"failed: {item.reason}")
+        elif isinstance(item, FileFacts):
+            pending.append(self._moved(item))
+        else:
+            if item.audio.silent:
+                self.warn(f"note: {item.facts.path} is silent where it was sampled; indexed anyway")
+            pending.append(embed(item, self.encoder))
+
+    def _moved(self, facts: FileFacts) -> Song:
+        original = self.store.get([self.by_hash[facts.content_hash]], with_vectors=True)[0]
+        tags = read_tags(facts.path)
+        return dataclasses.replace(
+            original, id=facts.id, path=str(facts.path), title=tags.title, artist=tags.artist,
+            album=tags.album, genre=tags.genre,
+        )
+
+    def _flush(self, pending: list[Song], report: IndexReport) -> None:
+        if pending:
+            self.store.upsert(pending)
+            report.indexed += len(pending)
+            pending.clear()
+
+    def _prune(self) -> int:
+        gone = [song.id for song in self.store.scroll() if not Path(song.path).exists()]
+        if gone:
+            self.store.delete(gone)
+        return len(gone)

@@ -1,0 +1,118 @@
+"""Model loading in one place: tiny set, local folders, the hub cache offline, clear errors."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+from image2mood.config import Settings
+from image2mood.errors import ModelLoadError, ModelNotFoundError
+from image2mood.models.factory import captioner, clap_encoder, image_encoder
+from image2mood.models.resolve import resolve_model
+
+
+def test_tiny_set_loads_every_model_and_runs_it(settings: Settings) -> None:
+    clap = clap_encoder(settings)
+    assert clap_encoder(settings) is clap  # loaded once per process
+    windows = [np.sin(np.linspace(0, 900, clap.window_samples)).astype(np.float32), np.zeros(4000, np.float32)]
+    audio = clap.encode_windows(windows)
+    text = clap.encode_text(["rainy night in the city", "happy party"])
+    assert audio.shape == (2, clap.dim) == (2, 512) and text.shape == (2, 512)
+    assert np.allclose(np.linalg.norm(audio, axis=1), 1, atol=1e-5)
+    song = clap.encode_audio(windows)
+    assert np.allclose(song, (audio.mean(0) / np.linalg.norm(audio.mean(0))), atol=1e-6)
+
+    photo = Image.new("RGB", (320, 200), (200, 120, 40))
+    assert image_encoder(settings).encode_images([photo]).shape == (1, image_encoder(settings).dim)
+    caption = captioner(settings).caption([photo])
+    assert len(caption) == 1 and isinstance(caption[0], str)
+
+
+@pytest.mark.parametrize("kind", ["clip", "blip", "clap"])
+def test_missing_hub_id_offline_fails_at_once_naming_the_model(kind: str, tmp_path: Path,
+                                                               cli_env: dict[str, str]) -> None:
+    env = {**cli_env, f"IMAGE2MOOD_{kind.upper()}_MODEL": "nobody/no-such-model", "HF_HUB_CACHE": str(tmp_path)}
+    started = time.monotonic()
+    result = run_cli(["models", "check"], env, tmp_path, timeout=120)
+    assert time.monotonic() - started < 60  # no retry loop against an unreachable hub
+    assert result.returncode == 1
+    line = next(line for line in result.stdout.splitlines() if "missing" in line)
+    assert "nobody/no-such-model" in line and "HF_HUB_OFFLINE=1" in line and "image2mood models" in line
+
+
+def test_index_with_missing_clap_model_says_what_and_how(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    (tmp_path / "music").mkdir()
+    env = {**cli_env, "IMAGE2MOOD_CLAP_MODEL": "nobody/no-clap", "HF_HUB_CACHE": str(tmp_path)}
+    result = run_cli(["index", str(tmp_path / "music"), "--store", str(tmp_path / "s")], env, tmp_path)
+    assert result.returncode == 1
+    assert "error: CLAP model 'nobody/no-clap'" in result.stderr and "Traceback" not in result.stderr
+
+
+def _hub_cache(cache: Path, repo: str, folder: Path) -> None:
+    """Lay ``folder`` out as the hub cache does for ``repo`` (snapshots/REV + refs/main)."""
+    org, name = repo.split("/")
+    root = cache / f"models--{org}--{name}"
+    shutil.copytree(folder, root / "snapshots" / "0123abcd")
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text("0123abcd")
+
+
+def test_hub_ids_load_from_the_cache_offline(tmp_path: Path, tiny_models: Path, cli_env: dict[str, str]) -> None:
+    cache = tmp_path / "hub"
+    for kind in ("clip", "blip", "clap"):
+        _hub_cache(cache, f"tiny/{kind}", tiny_models / kind)
+    env = {k: v for k, v in cli_env.items() if k != "IMAGE2MOOD_MODELS"}
+    env.update(HF_HUB_CACHE=str(cache), IMAGE2MOOD_CLIP_MODEL="tiny/clip",
+               IMAGE2MOOD_BLIP_MODEL="tiny/blip", IMAGE2MOOD_CLAP_MODEL="tiny/clap")
+    result = run_cli(["models", "check"], env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count(" ok ") == 3 and str(cache / "models--tiny--clap" / "snapshots") in result.stdout
+
+    music = tmp_path / "music"
+    music.mkdir()
+    from media import write_tone
+    write_tone(music / "a.wav", seconds=3, freq=300)
+    indexed = run_cli(["index", str(music), "--store", str(tmp_path / "store")], env, tmp_path)
+    assert indexed.returncode == 0 and "indexed 1," in indexed.stdout, indexed.stderr
+
+
+def test_local_folder_errors_name_the_folder_and_what_is_missing(tmp_path: Path, tiny_models: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        resolve_model("clap", str(tmp_path / "nowhere"))
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_models / "clap", partial)
+    (partial / "model.safetensors").unlink()
+    with pytest.raises(ModelNotFoundError, match=r"incomplete: missing weights"):
+        resolve_model("clap", str(partial))
+    # a folder holding another family's files is a load error that names the folder
+    wrong = tmp_path / "wrong"
+    shutil.copytree(tiny_models / "blip", wrong)
+    settings = Settings(_env_file=None, clap_model=str(wrong), store=str(tmp_path / "s"))
+    with pytest.raises((ModelLoadError, ModelNotFoundError), match=str(wrong)):
+        clap_encoder(settings)
+
+
+def test_empty_tokenizer_is_refused(tmp_path: Path, tiny_models: Path) -> None:
+    broken = tmp_path / "clap"
+    shutil.copytree(tiny_models / "clap", broken)
+    (broken / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "BPE", "vocab": {}, "merges": []}}')
+    settings = Settings(_env_file=None, clap_model=str(broken), store=str(tmp_path / "s"))
+    with pytest.raises(ModelLoadError, match="tokenizer"):
+        clap_encoder(settings)
+
+
+@pytest.mark.parametrize("samples", [480_000, 150_000, 24_000, 100])
+def test_torch_log_mel_matches_clap_feature_extractor(settings: Settings, samples: int) -> None:
+    clap = clap_encoder(settings)
+    window = (np.random.default_rng(samples).standard_normal(samples) * 0.3).astype(np.float32)
+    reference = clap.features([window], sampling_rate=clap.sample_rate, truncation="rand_trunc",
+                              return_tensors="np")["input_features"][0]
+    ours = clap.log_mel([window]).numpy()[0]
+    assert ours.shape == reference.shape == (1, 1001, 64)
+    assert np.abs(ours - reference).max() < 1e-2  # dB
