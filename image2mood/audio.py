@@ -88,18 +88,29 @@ def decode_windows(
     if path.stat().st_size == 0:
         raise AudioDecodeError(f"no audio in {path}: the file is empty")
     with _open(path) as source:
-        rate, frames = source.rate, source.frames
-        total = round(frames * sample_rate / rate)
-        if total == 0:
-            raise AudioDecodeError(f"no audio in {path}")
-        window = min(round(window_seconds * sample_rate), total)
-        starts = window_starts(total, window, max_windows)
-        margin = round(_MARGIN_S * rate)
-        ranges: list[tuple[int, int]] = []  # native (first, count) per window, with a margin either side
-        for start in starts:
-            first = max(0, start * rate // sample_rate - margin)
-            ranges.append((first, min(frames, -(-(start + window) * rate // sample_rate) + margin) - first))
-        chunks = source.read(ranges)
+        try:
+            return _decode(path, source, sample_rate, window_seconds, max_windows)
+        except AudioDecodeError:
+            # libsndfile calls some real Opus files malformed after a seek; ffmpeg reads them.
+            if not (isinstance(source, _SoundFileSource) and source.f.subtype == "OPUS"):
+                raise
+    return _decode(path, _FfmpegSource(path), sample_rate, window_seconds, max_windows)
+
+
+def _decode(path: Path, source: _Source, sample_rate: int, window_seconds: float, max_windows: int) -> DecodedAudio:
+    """The windows of an opened file (see :func:`decode_windows`)."""
+    rate, frames = source.rate, source.frames
+    total = round(frames * sample_rate / rate)
+    if total == 0:
+        raise AudioDecodeError(f"no audio in {path}")
+    window = min(round(window_seconds * sample_rate), total)
+    starts = window_starts(total, window, max_windows)
+    margin = round(_MARGIN_S * rate)
+    ranges: list[tuple[int, int]] = []  # native (first, count) per window, with a margin either side
+    for start in starts:
+        first = max(0, start * rate // sample_rate - margin)
+        ranges.append((first, min(frames, -(-(start + window) * rate // sample_rate) + margin) - first))
+    chunks = source.read(ranges)
     windows: list[np.ndarray] = []
     for start, (first, count), chunk in zip(starts, ranges, chunks, strict=True):
         if len(chunk) < count - margin - _SHORT_READ_SLACK_S * rate:

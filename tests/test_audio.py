@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 from media import write_audio, write_tone
 
+from image2mood import audio as audio_module
 from image2mood.audio import SUPPORTED_SUFFIXES, content_hash, decode_windows, iter_audio_files, window_starts
 from image2mood.errors import AudioDecodeError
 from image2mood.tags import Tags, read_tags
@@ -303,3 +304,22 @@ def test_read_tags_falls_back_to_the_file_name(tones: dict[str, Path], tmp_path:
     assert read_tags(text) == Tags(title="Not Audio", artist=None, album=None, genre=None)
     assert read_tags(tmp_path / "missing.ogg").title == "missing"
     assert read_tags(tones[".wav"]).title == "tone"
+
+
+def test_an_opus_file_libsndfile_cannot_read_is_read_by_ffmpeg(tmp_path: Path, monkeypatch) -> None:
+    """Seen with a real ffmpeg-encoded Opus song that libsndfile calls malformed after a seek; no
+    synthetic file reproduces it, so libsndfile's failure is simulated. Other formats do not retry."""
+    path = write_tone(tmp_path / "song.opus", seconds=25, freq=880)
+    flac = write_tone(tmp_path / "song.flac", seconds=25, freq=880)
+
+    def refuse(self, ranges):
+        raise AudioDecodeError(f"cannot decode {self.path}: the audio data is corrupt (simulated)")
+
+    monkeypatch.setattr(audio_module._SoundFileSource, "read", refuse)
+    decoded = decode_windows(path)
+    assert decoded.duration == pytest.approx(25.0, abs=0.1) and len(decoded.windows) == 3
+    for window in decoded.windows:
+        assert window.shape == (WINDOW,)
+        assert np.argmax(np.abs(np.fft.rfft(window))) * RATE / WINDOW == pytest.approx(880, abs=1.0)
+    with pytest.raises(AudioDecodeError, match="simulated"):
+        decode_windows(flac)
