@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mutagen
+import soundfile as sf
 
 _KEYS = ("title", "artist", "album", "genre")
 
@@ -28,6 +29,8 @@ def read_tags(path: Path) -> Tags:
         values = {key: _first(found.tags.get(key)) for key in _KEYS} if found is not None and found.tags else {}
     except Exception:  # a broken or unknown file: tags are optional, decoding reports the real problem
         values = {}
+    if not any(values.values()):
+        values = _libsndfile_tags(path)
     return Tags(
         title=values.get("title") or path.stem,
         artist=values.get("artist"),
@@ -39,3 +42,13 @@ def read_tags(path: Path) -> Tags:
 def _first(values: list[object] | None) -> str | None:
     text = str(values[0]).strip() if values else ""
     return text or None
+
+
+def _libsndfile_tags(path: Path) -> dict[str, str | None]:
+    """Tags libsndfile knows where mutagen found none (a WAV's RIFF INFO chunk, an AIFF's)."""
+    try:
+        with sf.SoundFile(path) as f:
+            found = f.copy_metadata()
+    except Exception:  # not a file libsndfile reads: no tags
+        return {}
+    return {key: _first([found[key]]) if key in found else None for key in _KEYS}
