@@ -1,0 +1,132 @@
+"""Mood words: a small vocabulary in English and Korean, embedded as CLAP text prompts.
+
+A vector in CLAP space (a photo's query, a song's audio) is described by the moods whose prompts lie
+nearest to it. Faces are read with CLIP zero-shot prompts; an expression maps onto a mood.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from image2mood.vectors import l2_normalise
+
+
+@dataclass(frozen=True)
+class Mood:
+    key: str
+    en: str
+    ko: str
+
+
+MOODS: tuple[Mood, ...] = (
+    Mood("calm", "calm", "차분한"),
+    Mood("happy", "happy", "행복한"),
+    Mood("sad", "sad", "슬픈"),
+    Mood("energetic", "energetic", "신나는"),
+    Mood("romantic", "romantic", "로맨틱한"),
+    Mood("dark", "dark", "어두운"),
+    Mood("epic", "epic", "웅장한"),
+    Mood("nostalgic", "nostalgic", "그리운"),
+    Mood("dreamy", "dreamy", "몽환적인"),
+    Mood("tense", "tense", "긴장감 있는"),
+    Mood("peaceful", "peaceful", "평화로운"),
+    Mood("melancholic", "melancholic", "쓸쓸한"),
+    Mood("playful", "playful", "장난스러운"),
+    Mood("angry", "angry", "격렬한"),
+    Mood("hopeful", "hopeful", "희망찬"),
+    Mood("mysterious", "mysterious", "신비로운"),
+)
+BY_KEY = {mood.key: mood for mood in MOODS}
+
+# CLAP text prompts per mood; a mood's vector is the normalised mean of its prompts.
+MOOD_TEMPLATES = ("{} music", "a {} song")
+
+
+@dataclass(frozen=True)
+class Expression:
+    key: str
+    en: str
+    ko: str
+    mood: str  # the mood key it counts towards
+
+
+EXPRESSIONS: tuple[Expression, ...] = (
+    Expression("happy", "happy", "행복한", "happy"),
+    Expression("sad", "sad", "슬픈", "sad"),
+    Expression("angry", "angry", "화난", "angry"),
+    Expression("surprised", "surprised", "놀란", "energetic"),
+    Expression("calm", "calm", "차분한", "calm"),
+    Expression("fearful", "fearful", "두려운", "tense"),
+    Expression("disgusted", "disgusted", "불쾌한", "dark"),
+)
+EXPRESSION_TEMPLATE = "a photo of a {} face"
+FACE_PROMPTS = ("a close-up photo of a person's face", "a portrait photo of a person")
+NOT_FACE_PROMPTS = (
+    "a photo of a landscape", "a photo of a city street", "a photo of a room", "a photo of food",
+    "a photo of an animal", "a photo of an object", "a photo of the sky", "a photo of a crowd from far away",
+)
+CLIP_LOGIT_SCALE = 100.0  # CLIP's trained temperature for zero-shot softmax
+
+
+@dataclass(frozen=True)
+class MoodScore:
+    mood: Mood
+    score: float
+
+    def to_json(self) -> dict[str, object]:
+        return {"key": self.mood.key, "en": self.mood.en, "ko": self.mood.ko, "score": round(self.score, 4)}
+
+
+@dataclass(frozen=True)
+class FaceReading:
+    expression: Expression
+    probability: float  # of this expression among EXPRESSIONS
+    face_probability: float  # that the photo shows a face at all
+
+    def to_json(self) -> dict[str, object]:
+        e = self.expression
+        return {"expression": e.key, "en": e.en, "ko": e.ko, "mood": e.mood,
+                "probability": round(self.probability, 4), "face_probability": round(self.face_probability, 4)}
+
+
+class MoodSpace:
+    """Mood prompt vectors in CLAP space, computed once per CLAP encoder."""
+
+    def __init__(self, encode_text) -> None:
+        prompts = [t.format(m.en) for m in MOODS for t in MOOD_TEMPLATES]
+        vectors = encode_text(prompts).reshape(len(MOODS), len(MOOD_TEMPLATES), -1)
+        self.vectors = l2_normalise(vectors.mean(axis=1))
+
+    def vector(self, key: str) -> np.ndarray:
+        return self.vectors[[m.key for m in MOODS].index(key)]
+
+    def top(self, vector: np.ndarray, k: int = 3) -> list[MoodScore]:
+        """The ``k`` moods nearest to a CLAP-space vector, best first."""
+        scores = self.vectors @ np.asarray(vector, dtype=np.float32)
+        return [MoodScore(MOODS[i], float(scores[i])) for i in np.argsort(-scores)[:k]]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max())
+    return e / e.sum()
+
+
+class FaceReader:
+    """CLIP zero-shot: is there a face, and which expression does it show?"""
+
+    def __init__(self, encode_text, face_threshold: float = 0.5) -> None:
+        self.face_threshold = face_threshold
+        self.scene = encode_text([*FACE_PROMPTS, *NOT_FACE_PROMPTS])
+        self.expressions = encode_text([EXPRESSION_TEMPLATE.format(e.en) for e in EXPRESSIONS])
+
+    def read(self, image_vector: np.ndarray) -> FaceReading | None:
+        """The expression of the face in the photo, or None when CLIP sees no face."""
+        scene = _softmax(CLIP_LOGIT_SCALE * (self.scene @ image_vector))
+        face_probability = float(scene[: len(FACE_PROMPTS)].sum())
+        if face_probability < self.face_threshold:
+            return None
+        expression = _softmax(CLIP_LOGIT_SCALE * (self.expressions @ image_vector))
+        best = int(np.argmax(expression))
+        return FaceReading(EXPRESSIONS[best], float(expression[best]), face_probability)
