@@ -57,6 +57,7 @@ class Recommendation:
     """Everything a person is shown: the songs and why."""
 
     route: str  # "fused", "image", "caption", "text" or "song"
+    vector: np.ndarray  # the query in CLAP space (L2-normalised)
     moods: list[MoodScore]
     songs: list[RankedSong]
     caption: str | None = None
@@ -119,13 +120,14 @@ class Recommender:
             pull = FACE_WEIGHT * face.probability * self.moods.vector(face.expression.mood)
             query = l2_normalise(query + pull)
         songs = _timed(timings, "search", lambda: self._rank(query, options))
-        return Recommendation(route=route, moods=self.moods.top(query), songs=songs, caption=caption,
+        return Recommendation(route=route, vector=query, moods=self.moods.top(query), songs=songs, caption=caption,
                               alpha=alpha, note=note, face=face, timings_ms=timings)
 
     def for_text(self, text: str, options: Options = Options()) -> Recommendation:
         """Songs for a free-text description ("rainy night in the city")."""
         query = self.clap.encode_text([text])[0]
-        return Recommendation(route="text", moods=self.moods.top(query), songs=self._rank(query, options))
+        return Recommendation(route="text", vector=query, moods=self.moods.top(query),
+                              songs=self._rank(query, options))
 
     def similar(self, song_id: str, options: Options = Options()) -> tuple[Song, Recommendation]:
         """Songs like a stored one (the song itself is left out)."""
@@ -135,7 +137,7 @@ class Recommender:
         song = found[0]
         excluded = replace(options.song_filter, exclude_ids=(*options.song_filter.exclude_ids, song.id))
         options = replace(options, song_filter=excluded)
-        return song, Recommendation(route="song", moods=self.moods.top(song.vector),
+        return song, Recommendation(route="song", vector=song.vector, moods=self.moods.top(song.vector),
                                     songs=self._rank(song.vector, options))
 
     def find(self, ids: list[str], with_vectors: bool = False) -> list[Song]:
