@@ -1,0 +1,1 @@
+"""The service tenant: a Flask app (JSON API and a web page) over the core's recommender."""
