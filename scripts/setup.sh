@@ -9,7 +9,7 @@ want_test=0
 [[ "${1:-}" == "--test" ]] && want_test=1
 
 apt_packages=(ffmpeg)
-(( want_test )) && apt_packages+=(chromium chromium-driver)
+(( want_test )) && apt_packages+=(chromium chromium-driver fonts-nanum)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -44,11 +44,16 @@ def settings(tiny_models: Path, tmp_path: Path) -> Settings:
     return Settings(_env_file=None, models=tiny_models, store=str(tmp_path / "store"))
 
 
-@pytest.fixture
-def cli_env(tiny_models: Path) -> dict[str, str]:
+def cli_environment(tiny_models: Path) -> dict[str, str]:
+    """The environment for running `image2mood` on the tiny models, without the caller's settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGE2MOOD_")}
     env.update(IMAGE2MOOD_MODELS=str(tiny_models), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     return env
+
+
+@pytest.fixture
+def cli_env(tiny_models: Path) -> dict[str, str]:
+    return cli_environment(tiny_models)
 
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
