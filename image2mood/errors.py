@@ -8,7 +8,14 @@ class Image2MoodError(Exception):
 
 
 class ModelNotFoundError(Image2MoodError):
-    """A configured model is neither a local directory nor reachable on the hub (or in its cache)."""
+    """A configured model is neither a local directory nor reachable on the hub (or in its cache).
+
+    ``reason`` says what is missing where; ``fix`` (when given) how to get it. The message holds both.
+    """
+
+    def __init__(self, reason: str, fix: str | None = None) -> None:
+        super().__init__(f"{reason}; {fix}" if fix else reason)
+        self.reason, self.fix = reason, fix
 
 
 class ModelLoadError(Image2MoodError):

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from image2mood.config import DEFAULT_MODELS, Settings
-from image2mood.errors import Image2MoodError
+from image2mood.errors import ModelNotFoundError
 
 
 @click.group()
@@ -23,17 +23,18 @@ def check(settings: Settings, download: bool) -> None:
     from image2mood.config import is_tiny
     from image2mood.models.resolve import FAMILY_NAMES, resolve_model
 
-    missing = 0
+    fixes: list[str] = []
     for kind in ("clip", "blip", "clap"):
         spec = settings.model_spec(kind)
         try:
             folder = resolve_model(kind, spec, download=download).folder
             note = " (tiny random weights)" if is_tiny(folder) else ""
             click.echo(f"{FAMILY_NAMES[kind]:5} ok       {spec} -> {folder}{note}")
-        except Image2MoodError as exc:
-            missing += 1
-            click.echo(f"{FAMILY_NAMES[kind]:5} missing  {exc}")
-    if missing:
+        except ModelNotFoundError as exc:
+            click.echo(f"{FAMILY_NAMES[kind]:5} missing  {exc.reason}")
+            fixes.append(exc.fix or "")
+    if fixes:
+        click.echo(f"to fix: {fixes[0]}")  # the fixes differ only in the setting they name
         raise SystemExit(1)
 
 

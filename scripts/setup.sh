@@ -27,7 +27,7 @@ if [[ ! -x .venv/bin/python ]]; then
   echo "==> creating .venv with $($python --version)"
   "$python" -m venv .venv
 fi
-pip=(.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt)
+pip=(.venv/bin/python -m pip install -qq --disable-pip-version-check -c constraints.txt)
 echo "==> installing torch (CPU) and image2mood into .venv"
 "${pip[@]}" --upgrade pip
 "${pip[@]}" torch==2.13.0

@@ -43,7 +43,8 @@ def test_missing_hub_id_offline_fails_at_once_naming_the_model(kind: str, tmp_pa
     assert time.monotonic() - started < 60  # no retry loop against an unreachable hub
     assert result.returncode == 1
     line = next(line for line in result.stdout.splitlines() if "missing" in line)
-    assert "nobody/no-such-model" in line and "HF_HUB_OFFLINE=1" in line and "image2mood models" in line
+    assert "nobody/no-such-model" in line and "HF_HUB_OFFLINE=1" in line
+    assert "to fix: " in result.stdout and "image2mood models download" in result.stdout
 
 
 def test_index_with_missing_clap_model_says_what_and_how(tmp_path: Path, cli_env: dict[str, str]) -> None:

@@ -75,17 +75,13 @@ def resolve_model(kind: ModelKind, spec: str, download: bool = True) -> Resolved
     if looks_like_path(spec):
         folder = Path(spec).expanduser()
         if not folder.is_dir():
-            raise ModelNotFoundError(
-                f"{family} model folder {folder} does not exist; {how_to_get(kind, spec)}"
-            )
+            raise ModelNotFoundError(f"{family} model folder {folder} does not exist", how_to_get(kind, spec))
     else:
         folder = _from_hub(kind, spec, download)
     absent = missing_files(kind, folder)
     if absent:
-        raise ModelNotFoundError(
-            f"{family} model {spec!r} at {folder} is incomplete: missing {', '.join(absent)}; "
-            f"{how_to_get(kind, spec)}"
-        )
+        raise ModelNotFoundError(f"{family} model {spec!r} at {folder} is incomplete: missing {', '.join(absent)}",
+                                 how_to_get(kind, spec))
     return ResolvedModel(kind=kind, spec=spec, folder=folder)
 
 
@@ -118,18 +114,15 @@ def _from_hub(kind: ModelKind, spec: str, download: bool) -> Path:
     if constants.is_offline_mode():
         raise ModelNotFoundError(
             f"{family} model {spec!r} is not in the Hugging Face cache ({cache}) and the hub is off "
-            f"(HF_HUB_OFFLINE=1); {how_to_get(kind, spec)}"
-        )
+            f"(HF_HUB_OFFLINE=1)", how_to_get(kind, spec))
     if not download:
         raise ModelNotFoundError(
-            f"{family} model {spec!r} is not in the Hugging Face cache ({cache}); "
-            f"`image2mood models check --download` fetches it (needs internet), or {how_to_get(kind, spec)}"
-        )
+            f"{family} model {spec!r} is not in the Hugging Face cache ({cache})",
+            f"`image2mood models check --download` fetches it (needs internet), or {how_to_get(kind, spec)}")
     try:
         return Path(snapshot_download(spec, allow_patterns=DOWNLOAD_PATTERNS))
     except Exception as exc:  # network down, unknown repo, gated repo ...
         raise ModelNotFoundError(
             f"{family} model {spec!r} is not in the Hugging Face cache ({cache}) and could not be "
-            f"downloaded ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            f"{how_to_get(kind, spec)}"
-        ) from exc
+            f"downloaded ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+            how_to_get(kind, spec)) from exc
