@@ -72,11 +72,13 @@ def recommend(settings: Settings, photo: Path, top: int | None, alpha: float | N
               store: str | None) -> None:
     """Songs from the store that fit PHOTO's mood, with its caption and mood words."""
     from image2mood.images import load_photo
+
+    settings = with_store(settings, store)
+    image = load_photo(photo, name=str(photo), max_pixels=settings.max_image_pixels)  # before the slow imports
+
     from image2mood.recommend import Options
     from service.api import recommendation_json
 
-    settings = with_store(settings, store)
-    image = load_photo(photo, name=str(photo), max_pixels=settings.max_image_pixels)
     result = _recommender(settings).for_photo(image, Options(top=top or settings.top, alpha=alpha))
     _print(recommendation_json(result), as_json)
 
