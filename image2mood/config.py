@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -89,9 +88,3 @@ class Settings(BaseSettings):
         if self.models is not None and (self.models / PROJECTION_FILE).is_file():
             return self.models.expanduser().resolve() / PROJECTION_FILE
         return None
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings (commands may pass overrides with ``Settings(...)`` instead)."""
-    return Settings()

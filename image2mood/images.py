@@ -7,7 +7,6 @@ scale when that still covers :data:`MODEL_SIDE`, so a 200-MP photo costs a few M
 
 from __future__ import annotations
 
-import hashlib
 import io
 import threading
 from pathlib import Path
@@ -32,11 +31,6 @@ _HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", 
 # What Pillow (and pillow-heif) raise on truncated or corrupt data once the header has been read.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, RuntimeError)
 _PILLOW_LIMIT = threading.Lock()
-
-
-def image_digest(data: bytes) -> str:
-    """SHA-256 of the photo's bytes (hex): a cache key."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def load_photo(data: bytes | Path, *, name: str = "photo", max_pixels: int = 210_000_000) -> Image.Image:

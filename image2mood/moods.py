@@ -38,7 +38,6 @@ MOODS: tuple[Mood, ...] = (
     Mood("hopeful", "hopeful", "희망찬"),
     Mood("mysterious", "mysterious", "신비로운"),
 )
-BY_KEY = {mood.key: mood for mood in MOODS}
 
 # CLAP text prompts per mood; a mood's vector is the normalised mean of its prompts.
 MOOD_TEMPLATES = ("{} music", "a {} song")

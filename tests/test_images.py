@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import struct
@@ -17,7 +16,7 @@ from PIL import Image, ImageFile
 
 from image2mood import images
 from image2mood.errors import ImageError
-from image2mood.images import MODEL_SIDE, SUPPORTED, image_digest, load_photo
+from image2mood.images import MODEL_SIDE, SUPPORTED, load_photo
 from media_images import truncated_jpeg, write_huge_png, write_photo
 
 COLOR = (200, 60, 40)
@@ -282,8 +281,3 @@ def test_truncated_heic() -> None:
     data = _encode(Image.new("RGB", (64, 64), COLOR), "HEIF")
     with pytest.raises(ImageError, match="x.heic is a truncated or corrupt HEIC/HEIF file"):
         load_photo(data[: len(data) // 2], name="x.heic")
-
-
-def test_image_digest() -> None:
-    assert image_digest(b"abc") == hashlib.sha256(b"abc").hexdigest()
-    assert image_digest(b"abc") != image_digest(b"abd")
