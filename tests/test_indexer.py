@@ -125,7 +125,7 @@ def test_changed_file_is_reembedded_moved_file_reuses_its_vector_and_prune_remov
 def test_kill_9_mid_run_then_rerun_stores_every_song_exactly_once(
         tmp_path: Path, cli_env: dict[str, str]) -> None:
     library, store = tmp_path / "music", tmp_path / "store"
-    total = 14
+    total = 40  # long enough a run that the kill lands mid-way even when progress prints lag
     library.mkdir()
     for i in range(total):
         write_tone(library / f"song{i:02d}.flac", seconds=6, freq=200 + 40 * i)
