@@ -9,7 +9,6 @@ projection checkpoint the caption route alone serves, and the result says so.
 from __future__ import annotations
 
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -19,11 +18,11 @@ import torch
 from PIL import Image
 
 from image2mood.config import Settings
-from image2mood.errors import Image2MoodError
+from image2mood.errors import Image2MoodError, StoreError
 from image2mood.models import factory
 from image2mood.models.projection import ProjectionHead
 from image2mood.moods import FaceReader, FaceReading, MoodScore, MoodSpace
-from image2mood.store.base import Song, SongFilter, SongStore
+from image2mood.store.base import Song, SongFilter, SongStore, canonical_id
 from image2mood.vectors import l2_normalise
 
 FACE_WEIGHT = 0.5  # how far a clear facial expression pulls the query towards its mood
@@ -145,8 +144,8 @@ class Recommender:
         valid = []
         for song_id in ids:
             try:
-                valid.append(str(uuid.UUID(song_id)))
-            except ValueError:
+                valid.append(canonical_id(song_id))
+            except StoreError:  # not an id the store could hold
                 continue
         return self.store.get(valid, with_vectors=with_vectors)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from image2mood.config import Settings
-from image2mood.store import open_store
+from image2mood.store import open_configured_store
 from image2mood_cli.options import store_option, with_store
 
 
@@ -32,8 +32,7 @@ def index(settings: Settings, paths: tuple[Path, ...], store: str | None, prune:
         settings = settings.model_copy(update={"windows_per_song": windows})
     click.echo(f"loading CLAP model {settings.model_spec('clap')} ...", err=True)
     encoder = clap_encoder(settings)
-    with open_store(settings.store, info=store_info(encoder, settings),
-                    api_key=settings.qdrant_api_key, collection=settings.collection) as song_store:
+    with open_configured_store(settings, store_info(encoder, settings)) as song_store:
         indexer = Indexer(song_store, encoder, settings)
         try:
             report = indexer.run(paths, prune=prune)
@@ -51,8 +50,7 @@ def index(settings: Settings, paths: tuple[Path, ...], store: str | None, prune:
 def songs(settings: Settings, store: str | None, as_json: bool) -> None:
     """List the songs in the store."""
     settings = with_store(settings, store)
-    with open_store(settings.store, info=None, api_key=settings.qdrant_api_key,
-                    collection=settings.collection, create=False) as song_store:
+    with open_configured_store(settings, info=None, create=False) as song_store:
         listed = sorted(song_store.scroll(), key=lambda s: (s.artist or "", s.album or "", s.title))
         for song in listed:
             if as_json:

@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 from image2mood.config import Settings
 from image2mood.errors import Image2MoodError, StoreError
 from image2mood.recommend import Recommender, UnknownSongError
-from image2mood.store import open_store
+from image2mood.store import open_configured_store
 
 log = logging.getLogger(__name__)
 EXTENSION = "image2mood"
@@ -29,8 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     encoder = factory.clap_encoder(settings)
-    store = open_store(settings.store, info=store_info(encoder, settings), api_key=settings.qdrant_api_key,
-                       collection=settings.collection)
+    store = open_configured_store(settings, store_info(encoder, settings))
     recommender = Recommender(settings, store)
     recommender.warm_up()
     app.extensions[EXTENSION] = recommender

@@ -34,10 +34,9 @@ def _recommender(settings: Settings):
     from image2mood.library import store_info
     from image2mood.models.factory import clap_encoder
     from image2mood.recommend import Recommender
-    from image2mood.store import open_store
+    from image2mood.store import open_configured_store
 
-    store = open_store(settings.store, info=store_info(clap_encoder(settings), settings),
-                       api_key=settings.qdrant_api_key, collection=settings.collection)
+    store = open_configured_store(settings, store_info(clap_encoder(settings), settings))
     return Recommender(settings, store)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from image2mood.config import Settings
 from image2mood.store.base import Hit, Song, SongFilter, SongStore, StoreInfo, windowing_label
 
-__all__ = ["Hit", "Song", "SongFilter", "SongStore", "StoreInfo", "open_store", "windowing_label"]
+__all__ = ["Hit", "Song", "SongFilter", "SongStore", "StoreInfo", "open_configured_store", "open_store",
+           "windowing_label"]
 
 
 def open_store(
@@ -28,3 +30,9 @@ def open_store(
     from image2mood.store.embedded import EmbeddedStore
 
     return EmbeddedStore(location, info=info, create=create)
+
+
+def open_configured_store(settings: Settings, info: StoreInfo | None, create: bool = True) -> SongStore:
+    """:func:`open_store` for the store, API key and collection the settings name."""
+    return open_store(settings.store, info=info, api_key=settings.qdrant_api_key,
+                      collection=settings.collection, create=create)
