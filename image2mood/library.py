@@ -24,7 +24,8 @@ def song_id(path: Path) -> str:
 
 def store_info(encoder: ClapEncoder, settings: Settings) -> StoreInfo:
     """What a store built by this encoder and these settings records about itself."""
-    return StoreInfo(clap_model=encoder.name, dim=encoder.dim, windowing=windowing_label(settings.windows_per_song, settings.window_seconds))
+    windowing = windowing_label(settings.windows_per_song, settings.window_seconds)
+    return StoreInfo(clap_model=encoder.name, dim=encoder.dim, windowing=windowing)
 
 
 @dataclass(frozen=True)

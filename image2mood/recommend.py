@@ -152,9 +152,8 @@ class Recommender:
     def _rank(self, query: np.ndarray, options: Options) -> list[RankedSong]:
         diverse = options.max_per_artist is not None or options.mmr is not None
         limit = options.top * CANDIDATES_PER_RESULT if diverse else options.top
-        hits = self.store.search(query, limit=limit, song_filter=options.song_filter)
-        songs = {s.id: s for s in self.store.get([h.song.id for h in hits], with_vectors=True)}
-        ranked = [(songs[h.song.id], h.score) for h in hits if h.song.id in songs]
+        hits = self.store.search(query, limit=limit, song_filter=options.song_filter, with_vectors=True)
+        ranked = [(hit.song, hit.score) for hit in hits]
         if options.mmr is not None:
             ranked = _mmr(ranked, options.mmr, len(ranked))
         if options.max_per_artist is not None:

@@ -162,6 +162,8 @@ def test_search_ranks_by_cosine(store: SongStore) -> None:
         assert h.score == pytest.approx(math.cos(math.radians(degrees)), abs=1e-5)
     assert len(store.search(E0, limit=10)) == 5
     assert store.search(E0, limit=1)[0].song.vector is None
+    best = store.search(E0, limit=1, with_vectors=True)[0].song
+    assert best.vector.dtype == np.float32 and np.allclose(best.vector, E0, atol=1e-6)
 
 
 def test_optimize_keeps_songs_and_ranking(store: SongStore) -> None:

@@ -192,7 +192,8 @@ class SongStore(ABC):
             if offset is None:
                 return
 
-    def search(self, vector: np.ndarray, limit: int = 10, song_filter: SongFilter | None = None) -> list[Hit]:
+    def search(self, vector: np.ndarray, limit: int = 10, song_filter: SongFilter | None = None,
+               with_vectors: bool = False) -> list[Hit]:
         """The ``limit`` songs nearest to ``vector`` by cosine similarity, best first."""
         if limit < 1:
             raise StoreError(f"search limit must be at least 1, got {limit}")
@@ -201,7 +202,7 @@ class SongStore(ABC):
         if flt is not None:
             flt = replace(flt, exclude_ids=tuple(canonical_id(i) for i in flt.exclude_ids))
         with self._errors():
-            return self._search(query, limit, flt)
+            return self._search(query, limit, flt, with_vectors)
 
     def count(self) -> int:
         """How many songs the store holds."""
@@ -261,7 +262,8 @@ class SongStore(ABC):
         """One page of songs and the offset of the next page (None after the last)."""
 
     @abstractmethod
-    def _search(self, vector: np.ndarray, limit: int, song_filter: SongFilter | None) -> list[Hit]: ...
+    def _search(self, vector: np.ndarray, limit: int, song_filter: SongFilter | None,
+                with_vectors: bool) -> list[Hit]: ...
 
     @abstractmethod
     def _count(self) -> int: ...

@@ -100,14 +100,16 @@ class EmbeddedStore(SongStore):
         records, next_offset = self._shard.scroll(request)
         return [Song.from_payload(r.id, r.payload, r.vector) for r in records], next_offset
 
-    def _search(self, vector: np.ndarray, limit: int, song_filter: SongFilter | None) -> list[Hit]:
+    def _search(self, vector: np.ndarray, limit: int, song_filter: SongFilter | None,
+                with_vectors: bool) -> list[Hit]:
         request = qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(vector, using=VECTOR_NAME),
             filter=_edge_filter(song_filter) if song_filter else None,
             with_payload=True,
+            with_vector=with_vectors,
         )
-        return [Hit(Song.from_payload(p.id, p.payload), p.score) for p in self._shard.query(request)]
+        return [Hit(Song.from_payload(p.id, p.payload, p.vector), p.score) for p in self._shard.query(request)]
 
     def _count(self) -> int:
         return self._shard.count(qe.CountRequest(exact=True))

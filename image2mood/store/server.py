@@ -111,7 +111,8 @@ class ServerStore(SongStore):
         )
         return [Song.from_payload(r.id, r.payload, r.vector) for r in records], next_offset
 
-    def _search(self, vector: np.ndarray, limit: int, song_filter: SongFilter | None) -> list[Hit]:
+    def _search(self, vector: np.ndarray, limit: int, song_filter: SongFilter | None,
+                with_vectors: bool) -> list[Hit]:
         response = self._client.query_points(
             self._collection,
             query=vector,
@@ -119,8 +120,9 @@ class ServerStore(SongStore):
             query_filter=_client_filter(song_filter) if song_filter else None,
             limit=limit,
             with_payload=True,
+            with_vectors=with_vectors,
         )
-        return [Hit(Song.from_payload(p.id, p.payload), p.score) for p in response.points]
+        return [Hit(Song.from_payload(p.id, p.payload, p.vector), p.score) for p in response.points]
 
     def _count(self) -> int:
         return self._client.count(self._collection, exact=True).count
