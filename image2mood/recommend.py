@@ -19,9 +19,11 @@ from PIL import Image
 
 from image2mood.config import Settings
 from image2mood.errors import Image2MoodError, StoreError
+from image2mood.library import store_info
 from image2mood.models import factory
 from image2mood.models.projection import ProjectionHead
 from image2mood.moods import FaceReader, FaceReading, MoodScore, MoodSpace
+from image2mood.store import open_configured_store
 from image2mood.store.base import Song, SongFilter, SongStore, canonical_id
 from image2mood.vectors import l2_normalise
 
@@ -73,6 +75,12 @@ class Recommender:
         self.settings, self.store = settings, store
         self.clap = factory.clap_encoder(settings)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="photo")
+
+    @classmethod
+    def open(cls, settings: Settings) -> Recommender:
+        """A recommender over the configured store, which must have been built by the configured CLAP."""
+        store = open_configured_store(settings, store_info(factory.clap_encoder(settings), settings))
+        return cls(settings, store)
 
     @cached_property
     def moods(self) -> MoodSpace:

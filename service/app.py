@@ -10,7 +10,6 @@ from werkzeug.exceptions import HTTPException
 from image2mood.config import Settings
 from image2mood.errors import Image2MoodError, StoreError
 from image2mood.recommend import Recommender, UnknownSongError
-from image2mood.store import open_configured_store
 
 log = logging.getLogger(__name__)
 EXTENSION = "image2mood"
@@ -18,8 +17,6 @@ EXTENSION = "image2mood"
 
 def create_app(settings: Settings | None = None) -> Flask:
     """A ready app: models loaded (a model that fails to load stops the start, not the first request)."""
-    from image2mood.library import store_info
-    from image2mood.models import factory
     from service.api import api
     from service.web import web
 
@@ -28,9 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = int(settings.max_upload_mb * 1024 * 1024)
     app.json.ensure_ascii = False
     app.json.sort_keys = False
-    encoder = factory.clap_encoder(settings)
-    store = open_configured_store(settings, store_info(encoder, settings))
-    recommender = Recommender(settings, store)
+    recommender = Recommender.open(settings)
     recommender.warm_up()
     app.extensions[EXTENSION] = recommender
     app.register_blueprint(api)

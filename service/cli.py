@@ -1,4 +1,4 @@
-"""`image2mood serve`, `image2mood recommend`, `image2mood search`."""
+"""`image2mood serve` and `image2mood recommend`."""
 
 from __future__ import annotations
 
@@ -28,16 +28,6 @@ def serve(settings: Settings, host: str, port: int, threads: int, store: str | N
     app = create_app(with_store(settings, store))
     click.echo(f"image2mood is serving on http://{host}:{port}/", err=True)
     waitress.serve(app, host=host, port=port, threads=threads, ident="image2mood")
-
-
-def _recommender(settings: Settings):
-    from image2mood.library import store_info
-    from image2mood.models.factory import clap_encoder
-    from image2mood.recommend import Recommender
-    from image2mood.store import open_configured_store
-
-    store = open_configured_store(settings, store_info(clap_encoder(settings), settings))
-    return Recommender(settings, store)
 
 
 def _print(body: dict, as_json: bool) -> None:
@@ -75,10 +65,10 @@ def recommend(settings: Settings, photo: Path, top: int | None, alpha: float | N
     settings = with_store(settings, store)
     image = load_photo(photo, name=str(photo), max_pixels=settings.max_image_pixels)  # before the slow imports
 
-    from image2mood.recommend import Options
+    from image2mood.recommend import Options, Recommender
     from service.api import recommendation_json
 
-    result = _recommender(settings).for_photo(image, Options(top=top or settings.top, alpha=alpha))
+    result = Recommender.open(settings).for_photo(image, Options(top=top or settings.top, alpha=alpha))
     _print(recommendation_json(result), as_json)
 
 
