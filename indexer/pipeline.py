@@ -147,7 +147,8 @@ class Indexer:
             pending.clear()
 
     def _prune(self) -> int:
-        gone = [song.id for song in self.store.scroll() if not Path(song.path).exists()]
+        """Delete the songs, as the store held them when the run began, whose files are gone."""
+        gone = [song.id for song in self.known.values() if not Path(song.path).exists()]
         if gone:
             self.store.delete(gone)
         return len(gone)
