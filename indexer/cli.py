@@ -10,7 +10,7 @@ import click
 
 from image2mood.config import Settings
 from image2mood.store import open_configured_store
-from image2mood_cli.options import store_option, with_store
+from cli_options import store_option, with_store
 
 
 @click.command()

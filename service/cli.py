@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from image2mood.config import Settings
-from image2mood_cli.options import store_option, with_store
+from cli_options import store_option, with_store
 
 
 @click.command()

@@ -1,4 +1,4 @@
-"""Options every tenant's commands share (the tenants import this, never each other)."""
+"""Command-line options every tenant shares: below the roof, so tenants import this, never the roof or each other."""
 
 from __future__ import annotations
 
