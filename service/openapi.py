@@ -1,33 +1,24 @@
-"""The OpenAPI 3.1 description of the JSON API, served at /api/openapi.json."""
+"""The OpenAPI 3.1 description of the JSON API, served at /api/openapi.json.
+
+Its request fields come from the pydantic models the API validates with (service.fields).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from image2mood import __version__
+from service.fields import QueryOptions, SearchQuery, form_properties, query_parameters
 
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _query(name: str, kind: str, description: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "description": description,
-            "schema": {"type": kind, **extra}}
-
-
-_OPTION_FIELDS: list[tuple[str, str, str, dict[str, Any]]] = [
-    ("top", "integer", "How many songs to return.", {"minimum": 1, "maximum": 100}),
-    ("artist", "string", "Only songs by this artist (exact match).", {}),
-    ("genre", "string", "Only songs of this genre (exact match).", {}),
-    ("min_duration", "number", "Shortest song, in seconds.", {"minimum": 0}),
-    ("max_duration", "number", "Longest song, in seconds.", {"minimum": 0}),
-    ("max_per_artist", "integer", "At most this many songs per artist.", {"minimum": 1}),
-    ("mmr", "number", "Diversify with MMR: 1 = relevance only, 0 = most diverse.", {"minimum": 0, "maximum": 1}),
-]
 _ERRORS = {str(code): {"description": text, "content": {"application/json": {"schema": _ref("Error")}}}
            for code, text in ((400, "Bad input (the message says which field or file)."),
-                              (404, "Unknown song id."), (413, "Upload too large."))}
+                              (404, "Unknown song id."), (413, "Upload too large."),
+                              (416, "The requested byte range is beyond the file."))}
 
 
 def _json(schema: str, description: str) -> dict[str, Any]:
@@ -38,11 +29,12 @@ def openapi_document() -> dict[str, Any]:
     mood = {"type": "object", "required": ["key", "en", "ko", "score"], "properties": {
         "key": {"type": "string"}, "en": {"type": "string"}, "ko": {"type": "string"},
         "score": {"type": "number", "description": "Cosine similarity to the mood's CLAP prompts."}}}
-    song = {"type": "object", "required": ["id", "title", "audio_url"], "properties": {
+    song = {"type": "object", "properties": {
         "id": {"type": "string", "format": "uuid"}, "title": {"type": "string"},
         "artist": {"type": ["string", "null"]}, "album": {"type": ["string", "null"]},
         "genre": {"type": ["string", "null"]}, "duration": {"type": "number"},
         "audio_url": {"type": "string", "description": "GET it to stream the song (Range supported)."}}}
+    song["required"] = list(song["properties"])  # every key is always there (null when unknown)
     ranked = {"allOf": [_ref("Song"), {"type": "object", "required": ["score", "moods"], "properties": {
         "score": {"type": "number"}, "moods": {"type": "array", "items": _ref("Mood")}}}]}
     results = {"type": "object", "required": ["route", "moods", "songs"], "properties": {
@@ -60,8 +52,7 @@ def openapi_document() -> dict[str, Any]:
     error = {"type": "object", "required": ["error"], "properties": {"error": {
         "type": "object", "required": ["status", "message"],
         "properties": {"status": {"type": "integer"}, "message": {"type": "string"}}}}}
-    options = [_query(n, k, d, **x) for n, k, d, x in _OPTION_FIELDS]
-    form_fields = {n: {"type": k, "description": d, **x} for n, k, d, x in _OPTION_FIELDS}
+    options = query_parameters(QueryOptions)
     return {
         "openapi": "3.1.0",
         "info": {"title": "image2mood", "version": __version__,
@@ -74,25 +65,25 @@ def openapi_document() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                     "type": "object", "required": ["image"], "properties": {
                         "image": {"type": "string", "format": "binary"},
-                        "alpha": {"type": "number", "minimum": 0, "maximum": 1,
-                                  "description": "Weight of the image route (0 = caption only)."},
-                        **form_fields}}}}},
+                        **form_properties(QueryOptions)}}}}},
                 "responses": {"200": _json("PhotoResults", "Ranked songs."), **_ERRORS}}},
             "/api/search": {"get": {
                 "summary": "Songs for a free-text description.",
-                "parameters": [_query("q", "string", "The text, e.g. 'rainy night in the city'."), *options],
+                "parameters": query_parameters(SearchQuery),
                 "responses": {"200": _json("Results", "Ranked songs."), "400": _ERRORS["400"]}}},
             "/api/songs/{song_id}/similar": {"get": {
                 "summary": "Songs like a stored one.",
                 "parameters": [{"name": "song_id", "in": "path", "required": True,
                                 "schema": {"type": "string"}}, *options],
-                "responses": {"200": _json("Results", "Ranked songs."), "404": _ERRORS["404"]}}},
+                "responses": {"200": _json("Results", "Ranked songs."), "400": _ERRORS["400"],
+                              "404": _ERRORS["404"]}}},
             "/audio/{song_id}": {"get": {
                 "summary": "The song's audio file (HTTP Range supported).",
                 "parameters": [{"name": "song_id", "in": "path", "required": True,
                                 "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "The file."}, "206": {"description": "Part of it."},
-                              "404": _ERRORS["404"]}}},
+                "responses": {"200": {"description": "The file (also when Range is malformed or asks for "
+                                                      "several ranges)."},
+                              "206": {"description": "Part of it."}, "404": _ERRORS["404"], "416": _ERRORS["416"]}}},
         },
         "components": {"schemas": {"Mood": mood, "Song": song, "RankedSong": ranked, "Results": results,
                                    "PhotoResults": photo, "Error": error}},
