@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception in one line for a message: ``"TypeName: first non-blank line"`` (or just the type)."""
+    line = next((text.strip() for text in str(exc).splitlines() if text.strip()), "")
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
 class Image2MoodError(Exception):
     """Base class: the CLI prints these as one clear line, the service turns them into 4xx JSON."""
 

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, ClapConfig, ClapFeatureExtractor, ClapModel
 
-from image2mood.errors import ModelLoadError, ModelNotFoundError
+from image2mood.errors import ModelLoadError, ModelNotFoundError, first_line
+from image2mood.models.loading import check_tokenizer_size
 
 # HTSAT audio towers as laion_clap builds them (its ``create_htsat_model``); unfused, 527 classes.
 AUDIO_MODELS: dict[str, dict[str, Any]] = {
@@ -142,7 +143,7 @@ def load_laion_state_dict(checkpoint: Path, *, trust_checkpoint: bool = False) -
                 f"where the file came from (e.g. LAION's own release), convert it again with "
                 f"--trust-checkpoint: that unpickles it in full, which can run code stored in the file"
             ) from exc
-        raise ModelLoadError(f"{checkpoint} could not be read as a torch checkpoint ({_first_line(exc)})") from exc
+        raise ModelLoadError(f"{checkpoint} could not be read as a torch checkpoint ({first_line(exc)})") from exc
     state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelLoadError(f"{checkpoint} holds no state dict of tensors: it is not a LAION-CLAP checkpoint")
@@ -240,23 +241,19 @@ def _load_tokenizer(source: str | Path, config: ClapConfig) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(str(source))
     except (OSError, ValueError, TypeError) as exc:
         raise ModelLoadError(
-            f"tokenizer {source} could not be loaded ({type(exc).__name__}: {_first_line(exc)}); pass a folder "
+            f"tokenizer {source} could not be loaded ({first_line(exc)}); pass a folder "
             f"holding roberta-base's tokenizer (tokenizer.json, or vocab.json and merges.txt) or, where the hub "
             f"is reachable, roberta-base"
         ) from exc
     text = config.text_config
     size, vocab = len(tokenizer), text.vocab_size
+    fix = "pass a folder holding roberta-base's tokenizer"
+    check_tokenizer_size(tokenizer, vocab, f"tokenizer {source}", "RoBERTa", fix)
     ids = (tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id)
-    if size < 256 or ids != (text.bos_token_id, text.pad_token_id, text.eos_token_id):
+    if ids != (text.bos_token_id, text.pad_token_id, text.eos_token_id):
         raise ModelLoadError(
-            f"tokenizer {source} has {size} entries and <s>/<pad>/</s> ids {ids}: that is not a RoBERTa "
-            f"tokenizer (roberta-base's has {vocab} entries and ids 0, 1, 2; transformers can return a "
-            f"near-empty one when the files are missing): pass a folder holding roberta-base's tokenizer"
-        )
-    if size > vocab:
-        raise ModelLoadError(
-            f"tokenizer {source} has {size} entries but the checkpoint's text tower only {vocab}: "
-            f"pass roberta-base's tokenizer"
+            f"tokenizer {source} has <s>/<pad>/</s> ids {ids}: that is not a RoBERTa tokenizer "
+            f"(roberta-base's has ids 0, 1, 2); {fix}"
         )
     if size < vocab:
         warnings.warn(
@@ -286,11 +283,7 @@ def _guess_audio_model(original: dict[str, torch.Tensor]) -> str | None:
 def _weights_only_reason(exc: Exception) -> str:
     """The informative clause of torch's long weights_only message."""
     found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. |\n|$)", str(exc))
-    return found.group(1) if found else _first_line(exc)
-
-
-def _first_line(exc: Exception) -> str:
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return found.group(1) if found else first_line(exc)
 
 
 def _few(names: list[str], n: int = 3) -> str:

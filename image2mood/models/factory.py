@@ -16,17 +16,18 @@ from image2mood.models.resolve import resolve_model
 
 _CLASSES: dict[ModelKind, type] = {"clap": ClapEncoder, "clip": ImageEncoder, "blip": Captioner}
 _lock = threading.Lock()
-_loaded: dict[tuple[str, str, str], Any] = {}
+_loaded: dict[tuple[Any, ...], Any] = {}
 
 
 def _load(kind: ModelKind, settings: Settings) -> Any:
-    key = (kind, settings.model_spec(kind), settings.device)
+    spec = settings.model_spec(kind)
+    extra = {"max_new_tokens": settings.caption_tokens} if kind == "blip" else {}
+    key = (kind, spec, settings.device, *sorted(extra.items()))  # every argument the instance is built with
     with _lock:
         if key not in _loaded:
             if settings.threads:
                 torch.set_num_threads(settings.threads)
-            extra = {"max_new_tokens": settings.caption_tokens} if kind == "blip" else {}
-            _loaded[key] = _CLASSES[kind](resolve_model(kind, key[1]), device=settings.device, **extra)
+            _loaded[key] = _CLASSES[kind](resolve_model(kind, spec), device=settings.device, **extra)
         return _loaded[key]
 
 

@@ -16,7 +16,7 @@ from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import HFValidationError
 
 from image2mood.config import ModelKind
-from image2mood.errors import ModelNotFoundError
+from image2mood.errors import ModelNotFoundError, first_line
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pth")
 
@@ -124,5 +124,5 @@ def _from_hub(kind: ModelKind, spec: str, download: bool) -> Path:
     except Exception as exc:  # network down, unknown repo, gated repo ...
         raise ModelNotFoundError(
             f"{family} model {spec!r} is not in the Hugging Face cache ({cache}) and could not be "
-            f"downloaded ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+            f"downloaded ({first_line(exc)})",
             how_to_get(kind, spec)) from exc
