@@ -6,12 +6,14 @@ embedding runs where the model is. The indexer overlaps the two.
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from image2mood.audio import DecodedAudio, content_hash, decode_windows
+from image2mood.audio import DecodedAudio, check_regular_file, content_hash, decode_windows
 from image2mood.config import Settings
+from image2mood.errors import Image2MoodError
 from image2mood.models.clap import ClapEncoder
 from image2mood.store.base import Song, StoreInfo, windowing_label
 from image2mood.tags import Tags, read_tags
@@ -25,7 +27,8 @@ def song_id(path: Path) -> str:
 def store_info(encoder: ClapEncoder, settings: Settings) -> StoreInfo:
     """What a store built by this encoder and these settings records about itself."""
     windowing = windowing_label(settings.windows_per_song, settings.window_seconds)
-    return StoreInfo(clap_model=encoder.name, dim=encoder.dim, windowing=windowing)
+    return StoreInfo(clap_model=encoder.name, dim=encoder.dim, windowing=windowing,
+                     preprocessing=encoder.preprocessing)
 
 
 @dataclass(frozen=True)
@@ -47,8 +50,22 @@ class PreparedSong:
 
 
 def file_facts(path: Path) -> FileFacts:
-    """Id and content hash of a file (reads the whole file once, in chunks)."""
+    """Id and content hash of a file (reads the whole file once, in chunks).
+
+    Raises :class:`Image2MoodError` naming the file when it is not a regular file (checked before
+    anything opens it) or its name is not UTF-8 (a stored path is text: the store, the service and
+    the web page need it).
+    """
+    check_regular_file(path)
     path = Path(path).resolve()
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise Image2MoodError(
+            f"cannot index {shown}: its name is not valid UTF-8; rename it, e.g. with "
+            f"`convmv -f latin1 -t utf8 --notest FILE` (for a Latin-1 name)"
+        ) from None
     return FileFacts(path=path, id=song_id(path), content_hash=content_hash(path))
 
 

@@ -8,13 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import run_cli
 from image2mood.config import Settings
-from image2mood.errors import ModelLoadError, ModelNotFoundError
+from image2mood.errors import ModelLoadError, ModelNotFoundError, first_line
+from image2mood.models.clap import ClapEncoder, laion_quantise
 from image2mood.models.factory import captioner, clap_encoder, image_encoder
+from image2mood.models.loading import MIN_TOKENIZER_ENTRIES, check_tokenizer_size
 from image2mood.models.resolve import resolve_model
+from image2mood.vectors import l2_normalise
 
 
 def test_tiny_set_loads_every_model_and_runs_it(settings: Settings) -> None:
@@ -32,6 +36,13 @@ def test_tiny_set_loads_every_model_and_runs_it(settings: Settings) -> None:
     assert image_encoder(settings).encode_images([photo]).shape == (1, image_encoder(settings).dim)
     caption = captioner(settings).caption([photo])
     assert len(caption) == 1 and isinstance(caption[0], str)
+
+
+def test_caption_tokens_give_their_own_captioner(settings: Settings) -> None:
+    short = captioner(settings.model_copy(update={"caption_tokens": 5}))
+    long = captioner(settings.model_copy(update={"caption_tokens": 40}))
+    assert (short.max_new_tokens, long.max_new_tokens) == (5, 40)
+    assert captioner(settings.model_copy(update={"caption_tokens": 5})) is short  # still loaded once
 
 
 @pytest.mark.parametrize("kind", ["clip", "blip", "clap"])
@@ -102,10 +113,62 @@ def test_local_folder_errors_name_the_folder_and_what_is_missing(tmp_path: Path,
 def test_empty_tokenizer_is_refused(tmp_path: Path, tiny_models: Path) -> None:
     broken = tmp_path / "clap"
     shutil.copytree(tiny_models / "clap", broken)
-    (broken / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "BPE", "vocab": {}, "merges": []}}')
+    (broken / "tokenizer.json").write_text(  # parses, as files that lost their contents can
+        '{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null, '
+        '"pre_tokenizer": null, "post_processor": null, "decoder": null, '
+        '"model": {"type": "BPE", "vocab": {}, "merges": []}}')
     settings = Settings(_env_file=None, clap_model=str(broken), store=str(tmp_path / "s"))
-    with pytest.raises(ModelLoadError, match="tokenizer"):
+    with pytest.raises(ModelLoadError, match=rf"tokenizer of CLAP model .*{broken}.* has \d entries"):
         clap_encoder(settings)
+
+
+def test_tokenizer_size_check_has_one_floor_and_the_model_as_ceiling() -> None:
+    def check(size: int) -> None:
+        check_tokenizer_size(range(size), 300, "tokenizer T", "RoBERTa", "pass another")
+
+    check(MIN_TOKENIZER_ENTRIES)
+    check(300)
+    for size in (5, MIN_TOKENIZER_ENTRIES - 1, 301):
+        with pytest.raises(ModelLoadError, match=rf"tokenizer T has {size} entries .* 16 to 300: .*RoBERTa.*pass another"):
+            check(size)
+
+
+def test_first_line_of_an_exception() -> None:
+    assert first_line(OSError("\n  disk gone  \nTraceback detail")) == "OSError: disk gone"
+    assert first_line(KeyError()) == "KeyError"
+    assert first_line(ValueError("   ")) == "ValueError"
+
+
+def _unprocessed(clap: ClapEncoder, windows: list[np.ndarray]) -> np.ndarray:
+    """Window vectors straight from the log-mel of ``windows``, with no preprocessing."""
+    features = clap.log_mel(windows)
+    out = clap.model.get_audio_features(input_features=features, is_longer=torch.zeros((len(windows), 1), dtype=torch.bool))
+    return l2_normalise(out.pooler_output.detach().float().numpy())
+
+
+def test_laion_quantise_is_laion_claps_int16_round_trip() -> None:
+    x = np.array([2.5, -7.0, 1.0, 0.5, -0.5, 1e-5, 4e-5, -4e-5], dtype=np.float32)
+    # laion_clap.training.data: int16_to_float32(float32_to_int16(x)), written out
+    expected = np.array([32767, -32767, 32767, 16383, -16383, 0, 1, -1]) / 32767.0
+    out = laion_quantise(x)
+    assert out.dtype == np.float32 and np.array_equal(out, expected.astype(np.float32))
+
+
+def test_every_window_is_clipped_and_quantised_before_the_model(settings: Settings) -> None:
+    clap = clap_encoder(settings)
+    t = np.linspace(0, 900, clap.window_samples, dtype=np.float32)
+    loud = 3.0 * np.sin(t)  # peaks at ±3
+    quiet = (np.random.default_rng(0).standard_normal(24_000) * 1e-4).astype(np.float32)  # a few int16 steps
+    got = clap.encode_windows([loud, quiet])
+
+    clipped = np.clip(loud, -1.0, 1.0)
+    steps = (np.clip(quiet, -1.0, 1.0) * 32767.0).astype(np.int16)
+    reference = [(np.clip(clipped, -1, 1) * 32767.0).astype(np.int16) / 32767.0, steps / 32767.0]
+    same = np.abs(got - _unprocessed(clap, [w.astype(np.float32) for w in reference])).max(axis=1)
+    moved = np.abs(got - _unprocessed(clap, [loud, quiet])).max(axis=1)
+    assert (same < 1e-6).all()  # computed from the quantised windows (the same numbers here: 0.0)
+    assert (moved > 1e-5).all()  # the loud window was clipped, the quiet one rounded to int16 steps
+    assert np.allclose(clap.encode_audio([loud, quiet]), l2_normalise(got.mean(axis=0)), atol=1e-6)
 
 
 @pytest.mark.parametrize("samples", [480_000, 150_000, 24_000, 100])

@@ -10,16 +10,18 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient
+from qdrant_client import QdrantClient, models
 
 from image2mood.errors import StoreError, StoreLockedError, StoreMismatchError
 from image2mood.store import Song, SongFilter, SongStore, StoreInfo, open_store, windowing_label
 from image2mood.store.embedded import EmbeddedStore
-from image2mood.store.server import ServerStore
+from image2mood.store.base import LEGACY_PREPROCESSING, VECTOR_NAME
+from image2mood.store.server import METADATA_KEY, ServerStore
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant"),
@@ -27,7 +29,7 @@ pytestmark = [
 ]
 
 DIM = 8
-INFO = StoreInfo(clap_model="test/clap-tiny", dim=DIM, windowing=windowing_label(6, 10))
+INFO = StoreInfo(clap_model="test/clap-tiny", dim=DIM, windowing=windowing_label(6, 10), preprocessing="laion-int16/1")
 Opener = Callable[..., SongStore]
 
 
@@ -210,9 +212,9 @@ def test_filters(store: SongStore) -> None:
 def test_info_mismatch_names_store_and_fix(opener: Opener) -> None:
     opener().close()
     for changed in (
-        StoreInfo("other/clap", DIM, INFO.windowing),
-        StoreInfo(INFO.clap_model, DIM * 2, INFO.windowing),
-        StoreInfo(INFO.clap_model, DIM, windowing_label(3, 5)),
+        replace(INFO, clap_model="other/clap"),
+        replace(INFO, dim=DIM * 2),
+        replace(INFO, windowing=windowing_label(3, 5)),
     ):
         with pytest.raises(StoreMismatchError) as err:
             opener(info=changed)
@@ -221,6 +223,46 @@ def test_info_mismatch_names_store_and_fix(opener: Opener) -> None:
         assert changed.clap_model in message and changed.windowing in message
     as_is = opener(info=None)  # opening without info (e.g. to list songs) shows what built it
     assert as_is.info == INFO
+
+
+def test_changed_preprocessing_is_refused_with_the_reindex_fix(opener: Opener) -> None:
+    opener().close()
+    with pytest.raises(StoreMismatchError) as err:
+        opener(info=replace(INFO, preprocessing="other/2"))
+    message = str(err.value)
+    assert "audio preprocessing laion-int16/1" in message and "audio preprocessing other/2" in message
+    assert "Re-index" in message and "image2mood index MUSIC_DIR --store NEW" in message
+    assert "IMAGE2MOOD_CLAP_MODEL" not in message  # no setting brings the old preprocessing back
+
+
+@pytest.mark.parametrize("adapter", ["embedded", "server"])
+def test_store_from_before_preprocessing_was_recorded_is_refused(adapter: str, tmp_path: Path) -> None:
+    """An old store.json / collection metadata has no ``preprocessing``: it reads as the legacy one."""
+    old = {key: value for key, value in INFO.to_dict().items() if key != "preprocessing"}
+    client = QdrantClient(location=":memory:") if adapter == "server" else None
+
+    def reopen(info: StoreInfo | None) -> SongStore:
+        if client is None:
+            return open_store(str(tmp_path / "store"), info=info)
+        return ServerStore(":memory:", info=info, client=client)
+
+    if client is None:
+        reopen(INFO).close()
+        (tmp_path / "store" / "store.json").write_text(json.dumps(old))
+    else:
+        client.create_collection("songs", vectors_config={VECTOR_NAME: models.VectorParams(
+            size=DIM, distance=models.Distance.COSINE)}, metadata={METADATA_KEY: old})
+    try:
+        with reopen(None) as as_is:  # listing songs still works
+            assert as_is.info == replace(INFO, preprocessing=LEGACY_PREPROCESSING)
+        with pytest.raises(StoreMismatchError) as err:
+            reopen(INFO)
+        message = str(err.value)
+        assert f"audio preprocessing {LEGACY_PREPROCESSING}" in message and "laion-int16/1" in message
+        assert "Re-index the library into a new store: `image2mood index MUSIC_DIR --store NEW`" in message
+    finally:
+        if client is not None:
+            client.close()
 
 
 def test_bad_vectors_and_ids_are_store_errors(store: SongStore) -> None:
@@ -264,7 +306,8 @@ def test_unreachable_server_is_a_store_error() -> None:
 def test_embedded_layout_and_unreadable_info(tmp_path: Path) -> None:
     folder = tmp_path / "store"
     open_store(str(folder), info=INFO).close()
-    assert json.loads((folder / "store.json").read_text()) == {"clap_model": "test/clap-tiny", "dim": 8, "windowing": "6x10.0s"}
+    assert json.loads((folder / "store.json").read_text()) == {
+        "clap_model": "test/clap-tiny", "dim": 8, "windowing": "6x10.0s", "preprocessing": "laion-int16/1"}
     (folder / "store.json").write_text("{not json")
     with pytest.raises(StoreError, match="store.json"):
         open_store(str(folder), info=INFO)

@@ -15,9 +15,24 @@ from image2mood.vectors import l2_normalise
 
 TEXT_TOKENS = 77  # LAION-CLAP's training length for texts
 
+AUDIO_PREPROCESSING = "laion-int16/1"
+"""How windows are prepared for the model, as a store records it: :func:`laion_quantise`."""
+
+
+def laion_quantise(window: np.ndarray) -> np.ndarray:
+    """LAION-CLAP's own preprocessing of a waveform: clip to ±1, truncate to int16 steps, back to float32.
+
+    Exactly ``int16_to_float32(float32_to_int16(x))`` from ``laion_clap.training.data``, which
+    ``CLAP_Module.get_audio_embedding_from_data``/``_from_filelist`` and training apply before the log-mel.
+    """
+    steps = (np.clip(np.asarray(window, dtype=np.float32), -1.0, 1.0) * 32767.0).astype(np.int16)
+    return (steps / 32767.0).astype(np.float32)
+
 
 class ClapEncoder:
     """``encode_audio`` pools a song's windows into one vector; ``encode_text`` embeds prompts."""
+
+    preprocessing = AUDIO_PREPROCESSING
 
     def __init__(self, resolved: ResolvedModel, device: str = "cpu") -> None:
         folder = resolved.folder
@@ -68,8 +83,11 @@ class ClapEncoder:
 
     @torch.inference_mode()
     def encode_windows(self, windows: Sequence[np.ndarray]) -> np.ndarray:
-        """One L2-normalised vector per window (at most one CLAP window long each), in one batch."""
-        features = self.log_mel(windows).to(self.device)
+        """One L2-normalised vector per window (at most one CLAP window long each), in one batch.
+
+        Each window goes through :func:`laion_quantise` first, as LAION-CLAP's own embedding calls do.
+        """
+        features = self.log_mel([laion_quantise(w) for w in windows]).to(self.device)
         is_longer = torch.zeros((len(windows), 1), dtype=torch.bool, device=self.device)
         out = self.model.get_audio_features(input_features=features, is_longer=is_longer)
         return l2_normalise(out.pooler_output.float().cpu().numpy())

@@ -7,6 +7,7 @@ validate ids and vectors, keep results in a stable order and turn backend errors
 
 from __future__ import annotations
 
+import math
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -94,6 +95,16 @@ class SongFilter:
     max_duration: float | None = None
     exclude_ids: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        """Refuse bounds the backend cannot compare (a NaN once crashed the embedded engine)."""
+        for name in ("min_duration", "max_duration"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"song filter: {name} must be a finite number of seconds ≥ 0, got {value!r}")
+        if self.min_duration is not None and self.max_duration is not None and self.min_duration > self.max_duration:
+            raise ValueError(f"song filter: min_duration ({self.min_duration:g}) is more than "
+                             f"max_duration ({self.max_duration:g})")
+
     def matches(self) -> dict[str, str]:
         """Exact-match conditions, payload key → value."""
         return {k: v for k, v in (("artist", self.artist), ("genre", self.genre)) if v is not None}
@@ -103,6 +114,10 @@ class SongFilter:
         return self.min_duration is not None or self.max_duration is not None
 
 
+LEGACY_PREPROCESSING = "raw-float32/0"
+"""The audio preprocessing of stores that record none: windows went to the log-mel as decoded."""
+
+
 @dataclass(frozen=True)
 class StoreInfo:
     """What built the vectors in a store; vectors built otherwise cannot be mixed with them."""
@@ -110,13 +125,21 @@ class StoreInfo:
     clap_model: str
     dim: int
     windowing: str
+    preprocessing: str
+    """How audio windows were prepared for CLAP (e.g. ``"laion-int16/1"``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StoreInfo:
-        return cls(clap_model=str(data["clap_model"]), dim=int(data["dim"]), windowing=str(data["windowing"]))
+        """Read a recorded info; one written before preprocessing was recorded has the legacy one."""
+        return cls(clap_model=str(data["clap_model"]), dim=int(data["dim"]), windowing=str(data["windowing"]),
+                   preprocessing=str(data.get("preprocessing", LEGACY_PREPROCESSING)))
+
+    def describe(self) -> str:
+        return (f"CLAP model {self.clap_model!r} (dim {self.dim}, windowing {self.windowing}, "
+                f"audio preprocessing {self.preprocessing})")
 
 
 def windowing_label(windows_per_song: int, window_seconds: float) -> str:
@@ -125,16 +148,21 @@ def windowing_label(windows_per_song: int, window_seconds: float) -> str:
 
 
 def check_info(location: str, recorded: StoreInfo, wanted: StoreInfo | None) -> None:
-    """Raise StoreMismatchError when the configured model/windowing differs from the recorded one."""
+    """Raise StoreMismatchError when the configured model, windowing or preprocessing differs from the
+    recorded one, with the fix: re-index, or (for a model or windowing) configure what built it."""
     if wanted is None or wanted == recorded:
         return
+    reindex = "Re-index the library into a new store: `image2mood index MUSIC_DIR --store NEW`"
+    if replace(recorded, preprocessing=wanted.preprocessing) == wanted:
+        fix = (f"this version of image2mood prepares audio as {wanted.preprocessing}, as LAION-CLAP does "
+               f"(clipped to ±1 and rounded through int16). {reindex}, or remove the old store and index "
+               "again into its place.")
+    else:
+        fix = (f"{reindex}, or set IMAGE2MOOD_CLAP_MODEL (and IMAGE2MOOD_WINDOWS_PER_SONG / "
+               "IMAGE2MOOD_WINDOW_SECONDS) back to what built it.")
     raise StoreMismatchError(
-        f"the store at {location} was built with CLAP model {recorded.clap_model!r} "
-        f"(dim {recorded.dim}, windowing {recorded.windowing}), but the configuration now says "
-        f"CLAP model {wanted.clap_model!r} (dim {wanted.dim}, windowing {wanted.windowing}); "
-        "its vectors cannot be mixed. Index into a new store with `--store NEW`, or set "
-        "IMAGE2MOOD_CLAP_MODEL (and IMAGE2MOOD_WINDOWS_PER_SONG / IMAGE2MOOD_WINDOW_SECONDS) "
-        "back to what built it."
+        f"the store at {location} was built with {recorded.describe()}, but the configuration now says "
+        f"{wanted.describe()}; its vectors cannot be mixed. {fix}"
     )
 
 
