@@ -1,0 +1,1 @@
+"""The retrieval-tuning tool: evaluation sets, metrics, sweeps over the knobs, reports."""
