@@ -19,14 +19,20 @@ settling after the seek. The same file gives the same samples bit for bit. Windo
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
+import sys
+import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -45,10 +51,16 @@ SILENCE_PEAK = 1e-3
 FFMPEG_TIMEOUT_S = 120.0
 """Longest an ffprobe/ffmpeg call may run before the file is reported as undecodable."""
 
+MAX_SAMPLE_RATE = 768_000
+"""Highest native sample rate decoded; a header claiming more is refused (its windows would cost GBs)."""
+
 _MARGIN_S = 0.2  # decoded either side of a window, then cut off: room for the resampler's edges and for
 # lossy decoders to settle after a seek (libsndfile's MP3 decoding glitches for up to ~0.1 s at low bitrates)
 _SHORT_READ_SLACK_S = 0.5  # a window may come up this much short of the claimed end (then zero-padded)
 _INSTALL_FFMPEG = "install ffmpeg: bash scripts/setup.sh"
+_READ_BUDGET = 1 << 22  # samples (all channels) read from libsndfile at a time: 16 MB however many channels
+_MAX_NOTES = 5  # decoder notes kept per file
+_STDERR_LOCK = threading.Lock()  # one diversion of fd 2 at a time (see _decoder_notes)
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,7 @@ class DecodedAudio:
     windows: list[np.ndarray]  # float32 mono at the requested rate, each at most one window long
     duration: float  # seconds of the whole file
     silent: bool  # True when the picked windows are (near) digital silence
+    notes: tuple[str, ...] = ()  # what the decoder printed about damage it read past, each line once
 
 
 def window_starts(total: int, window: int, max_windows: int) -> list[int]:
@@ -78,28 +91,123 @@ def decode_windows(
 ) -> DecodedAudio:
     """Decode the evenly spread windows of one music file (see the module docstring).
 
-    Raises :class:`AudioDecodeError` naming the file for anything that is not decodable audio.
+    Only a regular file is opened (see :func:`check_regular_file`). What the decoders print about
+    damage they read past (mpg123's "Illegal Audio-MPEG-Header ... Trying to resync") is caught and
+    returned as ``notes`` instead of reaching stderr without the file's name. Raises
+    :class:`AudioDecodeError` naming the file for anything that is not decodable audio.
     """
     if sample_rate <= 0 or window_seconds <= 0 or max_windows < 1:
         raise ValueError("sample_rate, window_seconds and max_windows must be positive")
     path = Path(path)
-    if not path.is_file():
-        raise AudioDecodeError(f"cannot decode {path}: {'not a file' if path.exists() else 'no such file'}")
-    if path.stat().st_size == 0:
+    check_regular_file(path)
+    notes: list[str] = []
+    try:
+        with _decoder_notes(notes):
+            decoded = _decode_file(path, sample_rate, window_seconds, max_windows, notes)
+    except AudioDecodeError as e:
+        if not notes:
+            raise
+        raise AudioDecodeError(f"{e}; the decoder said: {' / '.join(_kept(notes))}") from e
+    return replace(decoded, notes=_kept(notes))
+
+
+def check_regular_file(path: Path) -> os.stat_result:
+    """The ``stat`` of ``path`` if it is a non-empty regular file (symlinks followed), else an
+    :class:`AudioDecodeError` that says what it is. Nothing is opened, so a named pipe cannot hang us."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        what = "a symlink that points nowhere" if os.path.lexists(path) else "no such file"
+        raise AudioDecodeError(f"cannot decode {path}: {what}") from None
+    except OSError as e:
+        what = "a symlink loop" if e.errno == errno.ELOOP else (e.strerror or str(e)).lower()
+        raise AudioDecodeError(f"cannot decode {path}: {what}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise AudioDecodeError(f"cannot decode {path}: {_kind(info.st_mode)}, not a file; skipped")
+    if info.st_size == 0:
         raise AudioDecodeError(f"no audio in {path}: the file is empty")
-    with _open(path) as source:
+    return info
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+
+
+def _open_regular(path: Path) -> int:
+    """A read-only descriptor of the regular file ``path`` (never blocks: O_NONBLOCK, then fstat)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise AudioDecodeError(f"cannot decode {path}: {(e.strerror or str(e)).lower()}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since it was checked
+        os.close(fd)
+        raise AudioDecodeError(f"cannot decode {path}: not a regular file; skipped")
+    return fd
+
+
+def _decode_file(path: Path, sample_rate: int, window_seconds: float, max_windows: int,
+                 notes: list[str]) -> DecodedAudio:
+    with _open(path, notes) as source:
         try:
             return _decode(path, source, sample_rate, window_seconds, max_windows)
         except AudioDecodeError:
             # libsndfile calls some real Opus files malformed after a seek; ffmpeg reads them.
             if not (isinstance(source, _SoundFileSource) and source.f.subtype == "OPUS"):
                 raise
-    return _decode(path, _FfmpegSource(path), sample_rate, window_seconds, max_windows)
+    return _decode(path, _FfmpegSource(path, notes), sample_rate, window_seconds, max_windows)
+
+
+@contextmanager
+def _decoder_notes(notes: list[str]) -> Iterator[None]:
+    """Divert fd 2 to a temporary file meanwhile and add its lines to ``notes``.
+
+    libsndfile's MP3 decoder (mpg123) prints its notes to fd 2 from C, where Python cannot catch
+    them otherwise. The diversion is process-wide: what other threads write to fd 2 meanwhile is
+    caught too, so Python's own messages should go through :func:`separate_stderr`.
+    """
+    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            notes.extend(line.strip() for line in sink.read().decode(errors="replace").splitlines() if line.strip())
+
+
+@contextmanager
+def separate_stderr() -> Iterator[None]:
+    """Point ``sys.stderr`` at a duplicate of fd 2 meanwhile, so that Python's messages (progress
+    bars, warnings) keep reaching the terminal while decoding diverts fd 2 (see :func:`decode_windows`)."""
+    if sys.stderr is not None:
+        sys.stderr.flush()
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    with open(os.dup(2), "w", buffering=1, encoding=encoding, errors="backslashreplace") as stream, \
+            contextlib.redirect_stderr(stream):
+        yield
+
+
+def _kept(notes: list[str]) -> tuple[str, ...]:
+    """Each distinct note once, at most ``_MAX_NOTES`` of them (then how many more)."""
+    unique = list(dict.fromkeys(notes))
+    if len(unique) > _MAX_NOTES:
+        unique[_MAX_NOTES:] = [f"... and {len(unique) - _MAX_NOTES} more notes"]
+    return tuple(unique)
 
 
 def _decode(path: Path, source: _Source, sample_rate: int, window_seconds: float, max_windows: int) -> DecodedAudio:
     """The windows of an opened file (see :func:`decode_windows`)."""
     rate, frames = source.rate, source.frames
+    if rate > MAX_SAMPLE_RATE:
+        raise AudioDecodeError(f"cannot decode {path}: its header claims {rate} samples a second; it is corrupt")
     total = round(frames * sample_rate / rate)
     if total == 0:
         raise AudioDecodeError(f"no audio in {path}")
@@ -118,6 +226,8 @@ def _decode(path: Path, source: _Source, sample_rate: int, window_seconds: float
                 f"cannot decode {path}: the audio stops at {(first + len(chunk)) / rate:.1f} s although the file "
                 f"claims {frames / rate:.1f} s; it is truncated or corrupt"
             )
+        if not np.isfinite(chunk).all():
+            raise AudioDecodeError(f"cannot decode {path}: it holds NaN or infinite samples; it is corrupt")
         if rate != sample_rate:
             chunk = soxr.resample(chunk, rate, sample_rate)
         offset = round(start - first * sample_rate / rate)
@@ -127,8 +237,8 @@ def _decode(path: Path, source: _Source, sample_rate: int, window_seconds: float
 
 
 def content_hash(path: Path) -> str:
-    """SHA-256 hex digest of the file's bytes, read in chunks."""
-    with open(path, "rb") as f:
+    """SHA-256 hex digest of the regular file's bytes, read in chunks."""
+    with open(_open_regular(path), "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
@@ -137,8 +247,9 @@ def iter_audio_files(paths: Iterable[Path]) -> Iterator[Path]:
 
     Folders are walked recursively in sorted order (a folder's files, then its sub-folders), skipping
     dot-names and following symlinks without looping; only supported suffixes (any case) are yielded
-    from folders. A path given explicitly that is not a folder is yielded as it is, so a mis-named or
-    missing file gets a clear error from :func:`decode_windows` instead of vanishing.
+    from folders, whatever they are (a named pipe, a dangling symlink, a symlink loop), so that
+    :func:`check_regular_file` can say what is wrong with them. A path given explicitly that is not
+    a folder is yielded as it is, so a mis-named or missing file gets a clear error instead of vanishing.
     """
     seen: set[Path] = set()
     for root in map(Path, paths):
@@ -147,7 +258,7 @@ def iter_audio_files(paths: Iterable[Path]) -> Iterator[Path]:
         else:
             candidates = _walk(root)
         for path in candidates:
-            key = path.resolve()
+            key = Path(os.path.realpath(path))  # unlike Path.resolve, never raises (a symlink loop stays as it is)
             if key not in seen:
                 seen.add(key)
                 yield path
@@ -177,40 +288,60 @@ class _Source(Protocol):
 
 
 @contextmanager
-def _open(path: Path) -> Iterator[_Source]:
-    """libsndfile when it reads the file and finds audio in it, ffmpeg otherwise."""
+def _open(path: Path, notes: list[str]) -> Iterator[_Source]:
+    """libsndfile when it reads the file and finds audio in it, ffmpeg otherwise.
+
+    libsndfile gets a descriptor, not the name: it cannot open names that are not valid UTF-8.
+    """
+    fd = _open_regular(path)
     try:
-        f: sf.SoundFile | None = sf.SoundFile(path)
-    except sf.SoundFileError:
-        f = None
-    if f is None:
-        yield _FfmpegSource(path)
-        return
-    with f:
-        yield _SoundFileSource(path, f) if f.frames > 0 else _FfmpegSource(path)
+        try:
+            f: sf.SoundFile | None = sf.SoundFile(fd, closefd=False)
+        except sf.SoundFileError:
+            f = None
+        if f is None:
+            yield _FfmpegSource(path, notes)
+            return
+        with f:
+            yield _SoundFileSource(path, f) if f.frames > 0 else _FfmpegSource(path, notes)
+    finally:
+        os.close(fd)
 
 
 class _SoundFileSource:
     def __init__(self, path: Path, f: sf.SoundFile) -> None:
         self.path, self.f = path, f
         self.rate, self.frames = f.samplerate, f.frames
+        self._block = max(1, _READ_BUDGET // f.channels)  # frames per read: bounded memory at any channel count
 
     def read(self, ranges: list[tuple[int, int]]) -> list[np.ndarray]:
-        chunks = []
         try:
+            chunks = []
             for first, count in ranges:
                 self.f.seek(first)
-                chunks.append(self.f.read(count, dtype="float32", always_2d=True).mean(axis=1, dtype=np.float32))
+                chunks.append(self._mono(count))
+            return chunks
         except sf.SoundFileError as e:
             raise AudioDecodeError(f"cannot decode {self.path}: the audio data is corrupt ({e})") from e
-        return chunks
+
+    def _mono(self, count: int) -> np.ndarray:
+        """Up to ``count`` frames from the current position, downmixed, read a block at a time."""
+        parts = []
+        while count > 0:
+            want = min(count, self._block)
+            block = self.f.read(want, dtype="float32", always_2d=True)
+            parts.append(block.mean(axis=1, dtype=np.float32))
+            if len(block) < want:
+                break
+            count -= want
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 class _FfmpegSource:
     """ffprobe for rate and length, then one ffmpeg process for all ranges (see the module docstring)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path, self.url = path, f"file:{path}"  # file: keeps names with ':' or a leading '-' literal
+    def __init__(self, path: Path, notes: list[str]) -> None:
+        self.path, self.url, self.notes = path, f"file:{path}", notes  # file: keeps ':' or a leading '-' literal
         query = ["-select_streams", "a:0", "-show_entries", "format=duration:stream=sample_rate,duration"]
         probe = json.loads(self._run("ffprobe", "-v", "error", *query, "-of", "json", self.url))
         if not probe.get("streams"):
@@ -262,6 +393,7 @@ class _FfmpegSource:
             lines = done.stderr.decode(errors="replace").strip().splitlines()
             reason = lines[-1].removeprefix(f"{self.url}: ") if lines else f"exit status {done.returncode}"
             raise AudioDecodeError(f"cannot decode {self.path}: not audio that ffmpeg reads, or corrupt ({reason})")
+        self.notes.extend(line.strip() for line in done.stderr.decode(errors="replace").splitlines() if line.strip())
         return done.stdout
 
 
