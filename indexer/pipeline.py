@@ -3,6 +3,8 @@
 Decoding (and hashing) of the next files runs in a worker thread while the model embeds the current
 one. Songs reach the store in batches; each batch is durable when written, so an interrupted run
 loses at most the batch in hand, and a rerun finishes the job (ids are stable, so no duplicates).
+A bad entry (not a regular file, undecodable, unnamable) is reported with its reason and skipped.
+Pruning follows :mod:`indexer.prune`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +20,14 @@ from typing import TypeVar
 
 from tqdm import tqdm
 
-from image2mood.audio import iter_audio_files
+from image2mood.audio import iter_audio_files, separate_stderr
 from image2mood.config import Settings
 from image2mood.errors import Image2MoodError
 from image2mood.library import FileFacts, PreparedSong, embed, file_facts, prepare
 from image2mood.models.clap import ClapEncoder
 from image2mood.store.base import Song, SongStore
 from image2mood.tags import read_tags
+from indexer.prune import prune_candidates, prune_roots
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -68,19 +71,45 @@ def _ahead(pool: ThreadPoolExecutor, work: Callable[[T], R], items: Iterable[T],
         yield queue.popleft().result()
 
 
+def _say(line: str) -> None:
+    tqdm.write(line, file=sys.stderr)
+
+
 class Indexer:
-    """Adds new and changed songs to a store, skips unchanged ones, optionally prunes vanished ones."""
+    """Adds new and changed songs to a store, skips unchanged ones, optionally prunes vanished ones.
+
+    ``warn`` gets each line about a skipped file, a decoder note or a removal; ``on_stored`` gets
+    each batch of songs once the store has it durably.
+    """
 
     def __init__(self, store: SongStore, encoder: ClapEncoder, settings: Settings,
-                 warn: Callable[[str], None] = lambda line: tqdm.write(line, file=sys.stderr)) -> None:
+                 warn: Callable[[str], None] = _say,
+                 on_stored: Callable[[Sequence[Song]], None] | None = None) -> None:
         self.store, self.encoder, self.settings, self.warn = store, encoder, settings, warn
+        self.on_stored = on_stored
         self.known: dict[str, Song] = {}
         self.by_hash: dict[str, str] = {}
 
     def run(self, paths: Iterable[Path], prune: bool = False) -> IndexReport:
-        """Index every audio file under ``paths``; the report counts what happened."""
+        """Index every audio file under ``paths``; the report counts what happened.
+
+        With ``prune``, songs under ``paths`` whose files are gone are removed afterwards; a missing
+        or empty folder among ``paths`` refuses the whole run before anything is written.
+        """
+        paths = [Path(p) for p in paths]
+        roots = prune_roots(paths) if prune else []
+        with separate_stderr():  # decoding diverts fd 2 to catch its notes; our lines must not go there
+            report = self._index(paths)
+            if prune:
+                report.removed = self._prune(roots)
+            if report.indexed or report.removed:
+                self.warn("updating the search index ...")
+                self.store.optimize()  # (re)build the search index once per run, not per batch
+        return report
+
+    def _index(self, paths: list[Path]) -> IndexReport:
         report = IndexReport()
-        files = list(iter_audio_files(Path(p) for p in paths))
+        files = list(iter_audio_files(paths))
         self.known = {song.id: song for song in self.store.scroll()}
         self.by_hash = {song.content_hash: song.id for song in self.known.values()}
         pending: list[Song] = []
@@ -96,11 +125,6 @@ class Indexer:
                                     failed=report.failed, refresh=False)
             finally:
                 self._flush(pending, report)  # what was embedded before an interruption is kept
-        if prune:
-            report.removed = self._prune()
-        if report.indexed or report.removed:
-            self.warn("updating the search index ...")
-            self.store.optimize()  # (re)build the search index once per run, not per batch
         return report
 
     def _look_at(self, path: Path) -> PreparedSong | _Unchanged | _Failed:
@@ -115,6 +139,8 @@ class Indexer:
             return prepare(facts, self.settings, self.encoder.sample_rate)
         except (Image2MoodError, OSError) as exc:
             return _Failed(path, str(exc))
+        except Exception as exc:  # a decoder library's own failure: still one file, not the run
+            return _Failed(path, f"cannot index {path}: {type(exc).__name__}: {exc}")
 
     def _take(self, item: PreparedSong | FileFacts | _Unchanged | _Failed,
               pending: list[Song], report: IndexReport) -> None:
@@ -122,15 +148,25 @@ class Indexer:
         if isinstance(item, _Unchanged):
             report.unchanged += 1
         elif isinstance(item, _Failed):
-            report.failed += 1
-            report.failures.append((item.path, item.reason))
-            self.warn(f"failed: {item.reason}")
+            self._fail(item.path, item.reason, report)
         elif isinstance(item, FileFacts):
             pending.append(self._moved(item))
         else:
+            for note in item.audio.notes:
+                self.warn(f"note: {item.facts.path}: the decoder said: {note}")
             if item.audio.silent:
                 self.warn(f"note: {item.facts.path} is silent where it was sampled; indexed anyway")
-            pending.append(embed(item, self.encoder))
+            try:
+                song = embed(item, self.encoder)
+            except (Image2MoodError, ValueError, RuntimeError) as exc:  # the model's refusal of odd audio
+                self._fail(item.facts.path, f"cannot embed {item.facts.path}: {exc}", report)
+                return
+            pending.append(song)
+
+    def _fail(self, path: Path, reason: str, report: IndexReport) -> None:
+        report.failed += 1
+        report.failures.append((path, reason))
+        self.warn(f"failed: {reason}")
 
     def _moved(self, facts: FileFacts) -> Song:
         original = self.store.get([self.by_hash[facts.content_hash]], with_vectors=True)[0]
@@ -144,11 +180,15 @@ class Indexer:
         if pending:
             self.store.upsert(pending)
             report.indexed += len(pending)
+            if self.on_stored is not None:
+                self.on_stored(pending)
             pending.clear()
 
-    def _prune(self) -> int:
-        """Delete the songs, as the store held them when the run began, whose files are gone."""
-        gone = [song.id for song in self.known.values() if not Path(song.path).exists()]
+    def _prune(self, roots: Sequence[Path]) -> int:
+        """Delete the songs under ``roots``, as the store held them when the run began, whose files are gone."""
+        gone = prune_candidates(self.known.values(), roots)
+        for song in gone:
+            self.warn(f"removing: {song.path} (its file is gone)")
         if gone:
-            self.store.delete(gone)
+            self.store.delete([song.id for song in gone])
         return len(gone)
