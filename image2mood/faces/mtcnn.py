@@ -8,15 +8,18 @@ the MTCNN paper (Zhang et al., 2016) as facenet-pytorch implements it.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from image2mood.errors import ModelLoadError
+from image2mood.faces.fetch import FIX
 
 THRESHOLDS = (0.6, 0.7, 0.7)  # face probability each stage needs
 PYRAMID_FACTOR = 0.709  # each pyramid level is this much smaller (area halves every two levels)
@@ -29,13 +32,12 @@ class PNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
-        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
         self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
         self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
         self.conv4_1, self.conv4_2 = nn.Conv2d(32, 2, 1), nn.Conv2d(32, 4, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = _pool2(self.prelu1(self.conv1(x)))
         x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
         return self.conv4_2(x), F.softmax(self.conv4_1(x), dim=1)
 
@@ -103,8 +105,9 @@ class DetectedFace:
 def _load(net: nn.Module, path: Path) -> nn.Module:
     try:
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise ModelLoadError(f"{path} is not an MTCNN {type(net).__name__} state dict: {exc}") from exc
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
+        raise ModelLoadError(f"{path} is not an MTCNN {type(net).__name__} state dict "
+                             f"({str(exc).splitlines()[0]}): {FIX}") from exc
     return net.eval()
 
 
@@ -151,17 +154,23 @@ def _normalise(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels - 127.5) * 0.0078125
 
 
-def _crops(image: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """Square crops of ``image`` (1, 3, H, W; 0..255) at ``boxes``, zero outside the image, resized."""
-    _, _, height, width = image.shape
-    out = []
-    for x1, y1, x2, y2 in boxes.trunc().int().tolist():
-        crop = image.new_zeros((1, 3, max(y2 - y1 + 1, 1), max(x2 - x1 + 1, 1)))
-        sx, sy, ex, ey = max(x1, 0), max(y1, 0), min(x2 + 1, width), min(y2 + 1, height)
-        if ex > sx and ey > sy:
-            crop[:, :, sy - y1:ey - y1, sx - x1:ex - x1] = image[:, :, sy:ey, sx:ex]
-        out.append(F.interpolate(crop, size=(size, size), mode="area"))
-    return _normalise(torch.cat(out))
+def _tensor(images: list[Image.Image]) -> torch.Tensor:
+    """RGB images of one size as a normalised (N, 3, H, W) batch."""
+    pixels = np.stack([np.asarray(im) for im in images])
+    return _normalise(torch.from_numpy(pixels).permute(0, 3, 1, 2).float())
+
+
+def _crops(image: Image.Image, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Crops of ``image`` at inclusive pixel ``boxes`` (black outside the image), area-resized to ``size``."""
+    return _tensor([image.crop((x1, y1, x2 + 1, y2 + 1)).resize((size, size), Image.Resampling.BOX)
+                    for x1, y1, x2, y2 in boxes.trunc().int().tolist()])
+
+
+def _pool2(x: torch.Tensor) -> torch.Tensor:
+    """2×2/2 max-pool with ceil mode (an odd last row or column pools alone), faster than max_pool2d here."""
+    n, c, h, w = x.shape
+    x = F.pad(x, (0, w % 2, 0, h % 2), value=float("-inf"))
+    return x.view(n, c, (h + 1) // 2, 2, (w + 1) // 2, 2).amax(dim=(3, 5))
 
 
 class MTCNN:
@@ -173,9 +182,9 @@ class MTCNN:
         self.onet = _load(ONet(), folder / "onet.pt")
 
     @torch.inference_mode()
-    def detect(self, rgb: np.ndarray, min_size: float = 20) -> list[DetectedFace]:
-        """Faces at least ``min_size`` pixels across in an RGB uint8 array (H, W, 3), best first."""
-        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
+    def detect(self, image: Image.Image, min_size: float = 20) -> list[DetectedFace]:
+        """Faces at least ``min_size`` pixels across in an RGB photo, best first."""
+        image = image.convert("RGB")
         boxes = self._propose(image, min_size)
         if len(boxes):
             boxes = self._refine(image, boxes)
@@ -183,14 +192,15 @@ class MTCNN:
             return []
         return self._output(image, boxes)
 
-    def _propose(self, image: torch.Tensor, min_size: float) -> torch.Tensor:
+    def _propose(self, image: Image.Image, min_size: float) -> torch.Tensor:
         """P-Net over the pyramid: candidate boxes (x1, y1, x2, y2), squared, in image pixels."""
-        height, width = image.shape[2:]
+        width, height = image.size
         scale = CELL / max(min_size, CELL)
+        first = image.resize((int(width * scale + 1), int(height * scale + 1)), Image.Resampling.BOX)
         found = []
-        while min(height, width) * scale >= CELL:
-            level = F.interpolate(image, size=(int(height * scale + 1), int(width * scale + 1)), mode="area")
-            offsets, probs = self.pnet(_normalise(level))
+        while min(height, width) * scale >= CELL:  # each level area-averaged from the first, the largest
+            level = first.resize((int(width * scale + 1), int(height * scale + 1)), Image.Resampling.BOX)
+            offsets, probs = self.pnet(_tensor([level]))
             ys, xs = torch.nonzero(probs[0, 1] >= THRESHOLDS[0], as_tuple=True)
             if len(ys):
                 cells = torch.stack([xs, ys], dim=1).float()
@@ -208,7 +218,7 @@ class MTCNN:
         width_height = (candidates[:, 2:4] - candidates[:, 0:2]).repeat(1, 2)
         return _square(candidates[:, :4] + candidates[:, 5:9] * width_height)
 
-    def _refine(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    def _refine(self, image: Image.Image, boxes: torch.Tensor) -> torch.Tensor:
         """R-Net: keep the candidates it believes, regress and square them."""
         offsets, probs = self.rnet(_crops(image, boxes - 1, 24))  # MTCNN's boxes count pixels from 1
         passed = probs[:, 1] > THRESHOLDS[1]
@@ -216,7 +226,7 @@ class MTCNN:
         keep = nms(boxes, score, 0.7)
         return _square(_regress(boxes[keep], offsets[keep]))
 
-    def _output(self, image: torch.Tensor, boxes: torch.Tensor) -> list[DetectedFace]:
+    def _output(self, image: Image.Image, boxes: torch.Tensor) -> list[DetectedFace]:
         """O-Net: final faces with their scores and landmarks."""
         offsets, points, probs = self.onet(_crops(image, boxes - 1, 48))
         passed = probs[:, 1] > THRESHOLDS[2]
