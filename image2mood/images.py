@@ -1,17 +1,26 @@
-"""Load and validate a photo: header check first, then a reduced decode, then RGB at model size.
+"""Load and validate a photo: header checks first, then a bounded decode, then RGB at model size.
 
-Only the formats in :data:`SUPPORTED` are tried (no Ghostscript-backed EPS and the like). The size
-check runs on the header, before any pixel is decoded; JPEGs are then decoded at 1/2, 1/4 or 1/8
-scale when that still covers :data:`MODEL_SIDE`, so a 200-MP photo costs a few MB.
+Only the formats in :data:`SUPPORTED` are tried (no Ghostscript-backed EPS and the like). Two checks
+run on the header, before any pixel is decoded: the pixel count, and the memory the decode will take.
+JPEGs are decoded at 1/2, 1/4 or 1/8 scale when that still covers :data:`MODEL_SIDE` (HEIC uses an
+embedded thumbnail), so a 200-MP phone photo costs a few MB. PNG, TIFF, WebP, GIF and BMP can only be
+decoded whole, so they must fit the decode budget; decodes running at once share that budget, so
+concurrent uploads wait instead of adding up. The decoded pixels are then converted and shrunk strip
+by strip, so no second full-size copy is made.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import io
+import math
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, TiffImagePlugin, UnidentifiedImageError
 
 from image2mood.errors import ImageError
 
@@ -25,6 +34,7 @@ else:
 
 SUPPORTED = "JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF (when pillow-heif is installed)"
 MODEL_SIDE = 1024  # photos are shrunk so their longer side is at most this before the models see them
+MB = 1 << 20
 
 _FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # Pillow plugin ids; MPO comes in via JPEG
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"})
@@ -32,12 +42,57 @@ _HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", 
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, RuntimeError)
 _PILLOW_LIMIT = threading.Lock()
 
+# Bytes Pillow stores per pixel in each mode (RGB is padded to 4 bytes); modes not listed take 4.
+_PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+# Extra copies of the decoded pixels a decoder holds at its peak, measured with bench/photo_memory.py:
+# libwebp keeps two canvases and hands Pillow a third; libheif decodes into its own buffer first.
+_DECODER_COPIES = {"WEBP": 3, "HEIF": 1}
+_TIFF_PIXEL_BYTES = 8  # the most a TIFF layout Pillow reads takes per pixel in libtiff's buffer (RGBA, 16 bits)
+_SLACK = 16 * MB  # the photo's bytes, decoder state, allocator rounding
+_REDUCING_GAP = 2  # box-reduce to within 2× of model size, then Lanczos (Pillow's 'reducing_gap')
+_STRIP_PIXELS = 1 << 20  # pixels converted at a time after the decode
 
-def load_photo(data: bytes | Path, *, name: str = "photo", max_pixels: int = 210_000_000) -> Image.Image:
+
+class _DecodeMemory:
+    """Decode memory in use across threads: a decode waits until its estimate fits its budget."""
+
+    def __init__(self) -> None:
+        self._used = 0
+        self._free = threading.Condition()
+
+    @contextmanager
+    def reserve(self, cost: int, budget: int) -> Iterator[None]:
+        with self._free:  # cost <= budget, so a decode runs at the latest when it is alone
+            self._free.wait_for(lambda: self._used == 0 or self._used + cost <= budget)
+            self._used += cost
+        try:
+            yield
+        finally:
+            _release_freed_memory()
+            with self._free:
+                self._used -= cost
+                self._free.notify_all()
+
+
+_DECODE_MEMORY = _DecodeMemory()
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None)
+
+
+def _release_freed_memory() -> None:
+    """Hand the memory a decode freed back to the system (glibc keeps it per thread otherwise, so each
+    server thread would hold on to its largest decode)."""
+    if hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
+
+
+def load_photo(
+    data: bytes | Path, *, name: str = "photo", max_pixels: int = 210_000_000, max_decode_mb: int = 280
+) -> Image.Image:
     """Decode a photo to RGB, EXIF orientation applied, longer side at most :data:`MODEL_SIDE`.
 
     ``name`` is used in error messages. Anything unusable (empty, not an image, truncated, over
-    ``max_pixels``) raises :class:`ImageError`. The result holds no file handle.
+    ``max_pixels``, or needing more than ``max_decode_mb`` MB to decode) raises :class:`ImageError`.
+    The result holds no file handle.
     """
     if isinstance(data, Path):
         try:
@@ -49,15 +104,58 @@ def load_photo(data: bytes | Path, *, name: str = "photo", max_pixels: int = 210
     with _open(data, name, max_pixels) as im:
         try:
             im.draft(None, _fit(im.size))  # JPEG: DCT-scaled decode; HEIF: a big-enough thumbnail; others: no-op
-            im.load()
-            ImageOps.exif_transpose(im, in_place=True)
-            return _to_rgb(im)
+            cost = decode_cost(im)
+            if cost > max_decode_mb * MB:
+                raise ImageError(
+                    f"{name} is a {im.width}×{im.height} {im.mode} {im.format} ({_mp(im.width * im.height)}), "
+                    f"which takes about {math.ceil(cost / MB)} MB to decode; the limit is {max_decode_mb} MB "
+                    "(IMAGE2MOOD_MAX_DECODE_MB): save it as JPEG (decoded at reduced scale), shrink it, "
+                    "or raise the limit"
+                )
+            with _DECODE_MEMORY.reserve(cost, max_decode_mb * MB):
+                im.load()  # a TIFF applies its own orientation here
+                orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+                out = _to_rgb(im)
+                im.close()  # the decoded pixels are freed before the next decode may start
+            out.getexif()[ExifTags.Base.Orientation] = orientation
+            ImageOps.exif_transpose(out, in_place=True)
+            return out
         except Image.DecompressionBombError as e:  # Pillow's own checks while decoding (TIFF, GIF frames)
             raise ImageError(f"{name} is too large to decode safely ({e}); shrink the photo") from e
         except _DECODE_ERRORS as e:
             raise ImageError(
                 f"{name} is truncated or corrupt ({e}); upload the complete file again or re-save it as JPEG"
             ) from e
+
+
+def decode_cost(im: ImageFile.ImageFile) -> int:
+    """Bytes that decoding ``im`` (opened, not yet loaded) and shrinking it to model size take at peak."""
+    width, height = im.size
+    decoded = width * height * _PIXEL_BYTES.get(im.mode, 4)
+    fx, fy = _reduction(im.size)
+    reduced = math.ceil(width / fx) * math.ceil(height / fy) * 4  # and at most as much again to resize it
+    strip = width * _strip_rows(width, fy) * 16  # crop + RGB(A) conversions of one strip
+    return decoded + _decoder_extra(im, decoded) + 2 * reduced + strip + _SLACK
+
+
+def _decoder_extra(im: ImageFile.ImageFile, decoded: int) -> int:
+    """Bytes a format's decoder needs on top of the decoded image."""
+    if not isinstance(im, TiffImagePlugin.TiffImageFile):
+        return decoded * _DECODER_COPIES.get(im.format or "", 0)
+    # libtiff buffers one strip or tile (a strip may be the whole image); an Orientation tag makes
+    # Pillow transpose the decoded image into a second one.
+    width, height = im.size
+    tags = im.tag_v2
+    rows = _tag(tags, TiffImagePlugin.TILELENGTH) or _tag(tags, TiffImagePlugin.ROWSPERSTRIP) or height
+    tile = min(_tag(tags, TiffImagePlugin.TILEWIDTH) or width, width) * min(rows, height)
+    oriented = tags.get(ExifTags.Base.Orientation, 1) != 1
+    return tile * _TIFF_PIXEL_BYTES + oriented * decoded
+
+
+def _tag(tags: TiffImagePlugin.ImageFileDirectory_v2, key: int) -> int:
+    """A positive whole-number TIFF tag, else 0 (absent or nonsense)."""
+    value = tags.get(key)
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 def _open(data: bytes, name: str, max_pixels: int) -> ImageFile.ImageFile:
@@ -95,16 +193,38 @@ def _open(data: bytes, name: str, max_pixels: int) -> ImageFile.ImageFile:
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
-    """A new RGB image at model size: 16-bit grey scaled to 8 bits, transparency composited on white."""
+    """A new RGB image at model size, made strip by strip so that only one full-size image ever exists."""
+    width, height = im.size
+    fx, fy = _reduction(im.size)
+    rows = _strip_rows(width, fy)
+    reduced = Image.new("RGB", (math.ceil(width / fx), math.ceil(height / fy)))
+    for top in range(0, height, rows):
+        strip = _flatten(im.crop((0, top, width, min(top + rows, height))))
+        reduced.paste(strip.reduce((fx, fy)), (0, top // fy))
+    size = _fit(im.size)
+    if size == reduced.size:
+        return reduced
+    return reduced.resize(size, Image.Resampling.LANCZOS, box=(0, 0, width / fx, height / fy))
+
+
+def _flatten(im: Image.Image) -> Image.Image:
+    """``im`` in RGB: 16-bit grey scaled to 8 bits, transparency composited on white."""
     if im.mode.startswith("I"):  # I;16 (16-bit PNG/TIFF grey), I: Pillow's convert would clip at 255
         im = im.convert("I").point(lambda v: v * (1 / 256)).convert("L")
-    flat = im.convert("RGBA" if im.has_transparency_data else "RGB")
-    size = _fit(flat.size)
-    if size != flat.size:
-        flat = flat.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    if flat.mode == "RGBA":
-        flat = Image.alpha_composite(Image.new("RGBA", flat.size, "white"), flat).convert("RGB")
-    return flat
+    if not im.has_transparency_data:
+        return im.convert("RGB")
+    return Image.alpha_composite(Image.new("RGBA", im.size, "white"), im.convert("RGBA")).convert("RGB")
+
+
+def _reduction(size: tuple[int, int]) -> tuple[int, int]:
+    """Box-reduce factors that leave ``size`` within :data:`_REDUCING_GAP` × model size."""
+    fit = _fit(size)
+    return tuple(max(1, int(side / target / _REDUCING_GAP)) for side, target in zip(size, fit, strict=True))
+
+
+def _strip_rows(width: int, fy: int) -> int:
+    """Rows per conversion strip: a multiple of the vertical reduce factor, about :data:`_STRIP_PIXELS`."""
+    return fy * max(1, _STRIP_PIXELS // (width * fy))
 
 
 def _fit(size: tuple[int, int]) -> tuple[int, int]:

@@ -1,5 +1,6 @@
 """Test helpers that write photos: ordinary ones in any format Pillow (or pillow-heif) saves, broken
-ones, and a valid but huge PNG that costs half a megabyte on disk and half a second to write (30000×30000)."""
+ones, and valid but huge PNGs that cost little on disk (a 30000×30000 1-bit one: half a megabyte,
+half a second to write)."""
 
 from __future__ import annotations
 
@@ -44,14 +45,22 @@ def truncated_jpeg(path: Path) -> Path:
     return path
 
 
-def write_huge_png(path: Path, width: int, height: int) -> Path:
-    """A valid all-black 1-bit greyscale PNG of any size, written chunk by chunk without an image in memory."""
+# PNG (bit depth, colour type, channels) for the modes write_huge_png writes.
+PNG_MODES = {
+    "1": (1, 0, 1), "L": (8, 0, 1), "I;16": (16, 0, 1), "RGB": (8, 2, 3), "RGBA": (8, 6, 4), "RGBA;16": (16, 6, 4),
+}
+
+
+def write_huge_png(path: Path, width: int, height: int, mode: str = "1") -> Path:
+    """A valid all-zero PNG of any size and mode (see :data:`PNG_MODES`), written chunk by chunk
+    without an image in memory: black, or transparent black with alpha."""
     path = Path(path)
-    row = bytes(1 + (width + 7) // 8)  # filter byte 0 (None) + packed pixels, all zero
+    depth, colour, channels = PNG_MODES[mode]
+    row = bytes(1 + (width * depth * channels + 7) // 8)  # filter byte 0 (None) + packed pixels, all zero
     compressor = zlib.compressobj(1)  # fastest: zeros shrink ~200× even so
     with path.open("wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n")
-        _chunk(f, b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+        _chunk(f, b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))
         for _ in range(height):
             if data := compressor.compress(row):
                 _chunk(f, b"IDAT", data)

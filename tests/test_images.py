@@ -16,7 +16,7 @@ from PIL import Image, ImageFile
 
 from image2mood import images
 from image2mood.errors import ImageError
-from image2mood.images import MODEL_SIDE, SUPPORTED, load_photo
+from image2mood.images import MB, MODEL_SIDE, SUPPORTED, decode_cost, load_photo
 from media_images import truncated_jpeg, write_huge_png, write_photo
 
 COLOR = (200, 60, 40)
@@ -183,6 +183,71 @@ def test_huge_png_is_refused_before_decoding(tmp_path: Path, no_decoding: None) 
     message = str(err.value)
     assert "bomb.png is 30000×30000 (900 MP)" in message
     assert "the limit is 210 MP (IMAGE2MOOD_MAX_IMAGE_PIXELS)" in message
+
+
+def test_png_over_the_decode_budget_is_refused_before_decoding(tmp_path: Path, no_decoding: None) -> None:
+    """The 14400² RGBA PNG: under the pixel limit, but 830 MB of pixels (before: 2.5 GB RSS, 9 s)."""
+    path = write_huge_png(tmp_path / "bomb.png", 14400, 14400, mode="RGBA")
+    with pytest.raises(ImageError) as err:
+        load_photo(path, name="bomb.png")
+    message = str(err.value)
+    assert "bomb.png is a 14400×14400 RGBA PNG (207.4 MP), which takes about 855 MB to decode" in message
+    assert "the limit is 280 MB (IMAGE2MOOD_MAX_DECODE_MB): save it as JPEG" in message
+
+
+def test_decode_budget_is_a_parameter(tmp_path: Path) -> None:
+    path = write_photo(tmp_path / "p.png", size=(3000, 2000))
+    with pytest.raises(ImageError, match=r"p\.png is a 3000×2000 RGB PNG \(6 MP\), which takes about \d+ MB"):
+        load_photo(path, name="p.png", max_decode_mb=30)
+    assert load_photo(path, max_decode_mb=120).size == (1024, 683)
+
+
+_PEAK_PROBE = """
+import json, re, sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from image2mood.images import load_photo
+
+def grown() -> float:  # MB the peak RSS (VmHWM, ru_maxrss of a live process) rose since the last reset
+    return int(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text())[1]) / 1024 - base
+
+def reset() -> float:
+    Path("/proc/self/clear_refs").write_text("5")
+    return int(re.search(r"VmRSS:\\s+(\\d+)", Path("/proc/self/status").read_text())[1]) / 1024
+
+base = reset()
+size = load_photo(Path(sys.argv[1])).size
+alone = grown()
+base = reset()
+with ThreadPoolExecutor(3) as pool:
+    sizes = list(pool.map(lambda _: load_photo(Path(sys.argv[1])).size, range(3)))
+print(json.dumps({"size": size, "alone_mb": alone, "three_mb": grown(), "sizes": sizes}))
+"""
+
+
+def test_worst_case_accepted_png_raises_peak_rss_by_under_300_mb(tmp_path: Path) -> None:
+    """The largest RGBA PNG the decode budget lets in, in a fresh process: alone, and three at once."""
+    path = write_huge_png(tmp_path / "worst.png", 7290, 7290, mode="RGBA")
+    with Image.open(path) as im:
+        assert 0.97 * 280 * MB < decode_cost(im) <= 280 * MB  # the worst case: just under the default budget
+    run = subprocess.run([sys.executable, "-c", _PEAK_PROBE, str(path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["size"] == [1024, 1024] and result["sizes"] == [[1024, 1024]] * 3
+    assert 200 < result["alone_mb"] < 300, result  # 212 MB of pixels are decoded: the probe does see them
+    assert result["three_mb"] < 300, result  # concurrent decodes wait for the budget instead of adding up
+
+
+def test_shrinking_strip_by_strip_matches_a_whole_image_resize() -> None:
+    """Conversion and reduction run in strips; the result matches Pillow's one-piece resize."""
+    rng = np.random.default_rng(3)
+    blocks = rng.integers(0, 256, (40, 60, 4), dtype=np.uint8)
+    im = Image.fromarray(np.kron(blocks, np.ones((75, 75, 1), np.uint8)), "RGBA")  # 4500×3000, strips of 2 rows
+    expected = Image.alpha_composite(Image.new("RGBA", im.size, "white"), im).convert("RGB")
+    expected = np.asarray(expected.resize((1024, 683), Image.Resampling.LANCZOS, reducing_gap=3.0), np.int16)
+    out = np.asarray(load_photo(_encode(im, "PNG", compress_level=1)), np.int16)
+    assert out.shape == expected.shape
+    assert np.abs(out - expected).mean() < 1.5
 
 
 def test_huge_png_helper_writes_a_valid_png(tmp_path: Path) -> None:
