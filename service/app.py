@@ -1,10 +1,14 @@
-"""Application factory: open the store, load every model before the first request, wire blueprints."""
+"""Application factory: open the store, load every model before the first request, wire blueprints.
+
+Every response carries the security headers below; every error is JSON and keeps the headers its
+HTTP error defines (``Allow`` on a 405, ``Content-Range`` on a 416).
+"""
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from image2mood.config import Settings
@@ -13,6 +17,20 @@ from image2mood.recommend import Recommender, UnknownSongError
 
 log = logging.getLogger(__name__)
 EXTENSION = "image2mood"
+
+# The page loads its script, styles and icon from here, previews photos from blob: URLs, plays
+# /audio/<id> and talks only to this server: nothing inline, nothing from elsewhere, never framed.
+CONTENT_SECURITY_POLICY = "; ".join((
+    "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' blob:",
+    "media-src 'self' blob:", "connect-src 'self'", "object-src 'none'", "base-uri 'none'",
+    "form-action 'self'", "frame-ancestors 'none'",
+))
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -31,7 +49,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(api)
     app.register_blueprint(web)
     _register_errors(app)
+    app.after_request(_secure)
     return app
+
+
+def _secure(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
 
 
 def _error(status: int, message: str):
@@ -45,7 +70,11 @@ STATUS_FOR = ((UnknownSongError, 404), (StoreError, 503), (Image2MoodError, 400)
 def _register_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        return _error(exc.code or 500, exc.description or exc.name)
+        body, status = _error(exc.code or 500, exc.description or exc.name)
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                body.headers.add(name, value)
+        return body, status
 
     @app.errorhandler(Image2MoodError)
     def core_error(exc: Image2MoodError):

@@ -4,11 +4,35 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from image2mood.config import Settings
 from cli_options import store_option, with_store
+
+MULTIPART_OVERHEAD = 64 * 1024
+"""Bytes a photo's upload may add to it: boundaries, part headers and the option fields."""
+PROXY_HEADERS = "x-forwarded-for x-forwarded-host x-forwarded-proto x-forwarded-port"
+
+
+def waitress_options(settings: Settings, threads: int) -> dict[str, Any]:
+    """The server's limits: many cheap connections, silent ones closed, a body over the upload limit
+    refused as soon as its size is known (before it is read), proxy headers only from the proxy."""
+    options: dict[str, Any] = dict(
+        threads=threads, ident="image2mood",
+        connection_limit=settings.connection_limit, asyncore_use_poll=True,  # select() stops at 1024 fds
+        channel_timeout=settings.channel_timeout, cleanup_interval=min(10, settings.channel_timeout),
+        max_request_body_size=int(settings.max_upload_mb * 1024 * 1024) + MULTIPART_OVERHEAD,
+        max_request_header_size=64 * 1024,
+        inbuf_overflow=512 * 1024,  # a body above this waits in a temporary file, not in memory
+        outbuf_overflow=1024 * 1024, outbuf_high_watermark=4 * 1024 * 1024,
+        clear_untrusted_proxy_headers=True,
+    )
+    if settings.trusted_proxy:
+        options.update(trusted_proxy=settings.trusted_proxy, trusted_proxy_count=1,
+                       trusted_proxy_headers=PROXY_HEADERS)
+    return options
 
 
 @click.command()
@@ -27,7 +51,7 @@ def serve(settings: Settings, host: str, port: int, threads: int, store: str | N
     click.echo("loading models ...", err=True)
     app = create_app(with_store(settings, store))
     click.echo(f"image2mood is serving on http://{host}:{port}/", err=True)
-    waitress.serve(app, host=host, port=port, threads=threads, ident="image2mood")
+    waitress.serve(app, host=host, port=port, **waitress_options(settings, threads))
 
 
 def _print(body: dict, as_json: bool) -> None:
@@ -65,8 +89,8 @@ def recommend(settings: Settings, photo: Path, top: int | None, alpha: float | N
     settings = with_store(settings, store)
     image = load_photo(photo, name=str(photo), max_pixels=settings.max_image_pixels)  # before the slow imports
 
+    from image2mood.answers import recommendation_json
     from image2mood.recommend import Options, Recommender
-    from service.api import recommendation_json
 
     result = Recommender.open(settings).for_photo(image, Options(top=top or settings.top, alpha=alpha))
     _print(recommendation_json(result), as_json)
