@@ -1,0 +1,44 @@
+/* image2mood web page: a photo (file, drop, paste or camera) in, songs from the library out.
+ * Vanilla JS modules, no build step, nothing loaded from outside this server. */
+
+import {loadHealth} from './api.js';
+import {initCamera} from './camera.js';
+import {LANG_KEY, initialLanguage, isLanguage, translate} from './i18n.js';
+import {els, state} from './page.js';
+import {goBack, renderAlphaOutput, renderNotices} from './render.js';
+import {initSearch} from './search.js';
+import {initUpload, sendPhoto} from './upload.js';
+
+function setLanguage(lang, remember) {
+  state.lang = isLanguage(lang) ? lang : 'en';
+  document.documentElement.lang = state.lang;
+  document.querySelectorAll('.lang-btn').forEach((b) => b.setAttribute('aria-pressed', String(b.dataset.lang === state.lang)));
+  translate();
+  renderNotices();
+  renderAlphaOutput();
+  if (remember) {
+    try { localStorage.setItem(LANG_KEY, state.lang); } catch { /* private mode: not remembered */ }
+  }
+}
+
+function init() {
+  setLanguage(initialLanguage(), false);
+  document.querySelectorAll('.lang-btn').forEach((b) => b.addEventListener('click', () => setLanguage(b.dataset.lang, true)));
+
+  const coarse = Boolean(window.matchMedia && window.matchMedia('(pointer: coarse)').matches);
+  initUpload({coarse});
+  initCamera(sendPhoto, {coarse});
+  initSearch();
+
+  els.alpha.addEventListener('input', () => { state.alphaTouched = true; renderAlphaOutput(); });
+  els.backBtn.addEventListener('click', goBack);
+
+  // One song plays at a time.
+  document.addEventListener('play', (e) => {
+    document.querySelectorAll('audio').forEach((a) => { if (a !== e.target) a.pause(); });
+  }, true);
+
+  loadHealth();
+}
+
+init();

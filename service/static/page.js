@@ -1,0 +1,29 @@
+/* The page's elements and the state the modules share. */
+
+export const $ = (selector) => document.querySelector(selector);
+
+export const els = {
+  notices: $('#notices'), dropzone: $('#dropzone'), sizeLimit: $('#size-limit'),
+  photoInput: $('#photo-input'), captureInput: $('#capture-input'), captureLabel: $('#capture-label'),
+  cameraBtn: $('#camera-btn'), cameraPanel: $('#camera-panel'), video: $('#camera-video'),
+  canvas: $('#camera-canvas'), shootBtn: $('#shoot-btn'), cameraCancel: $('#camera-cancel'),
+  searchForm: $('#search-form'), searchInput: $('#search-input'),
+  alpha: $('#opt-alpha'), alphaOut: $('#alpha-out'), top: $('#opt-top'), maxPerArtist: $('#opt-max-per-artist'),
+  artist: $('#opt-artist'), genre: $('#opt-genre'),
+  error: $('#error'), busy: $('#busy'), busyText: $('#busy-text'), status: $('#status'),
+  results: $('#results'), summary: $('#results .summary'), figure: $('#photo-figure'), photo: $('#photo'),
+  backBtn: $('#back-btn'), kind: $('#query-kind'), caption: $('#caption'), moods: $('#moods'),
+  face: $('#face'), note: $('#note'), timing: $('#timing'), noSongs: $('#no-songs'), songs: $('#songs'),
+};
+
+export const state = {
+  lang: 'en',
+  maxBytes: (parseFloat(document.body.dataset.maxUploadMb) || 20) * 1024 * 1024,
+  health: null,
+  controller: null,   // the request in flight (a new one aborts it)
+  view: null,         // what the results show now: {kind, data, photoUrl}
+  history: [],        // earlier views, for "Back"
+  photoUrl: null,     // object URL of the current photo
+  alphaTouched: false,
+  stream: null,       // camera stream while the camera panel is open
+};

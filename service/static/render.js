@@ -1,0 +1,195 @@
+/* Rendering: notices, errors, the busy line and the results (summary and song cards). */
+
+import {format, t, translate} from './i18n.js';
+import {$, els, state} from './page.js';
+
+// h('p', {class: 'x', i18n: 'key', vars: {...}, 'aria-label': '...'}, ...children)
+export function h(tag, props = {}, ...children) {
+  const el = document.createElement(tag);
+  Object.entries(props).forEach(([key, value]) => {
+    if (value === null || value === undefined || value === false) return;
+    if (key === 'class') el.className = value;
+    else if (key === 'text') el.textContent = value;
+    else if (key === 'i18n') el.dataset.i18n = value;
+    else if (key === 'vars') el.dataset.i18nVars = JSON.stringify(value);
+    else el.setAttribute(key, value === true ? '' : value);
+  });
+  el.append(...children.filter((c) => c !== null && c !== undefined && c !== false));
+  return el;
+}
+
+export const mb = (bytes) => String(Math.round((bytes / 1024 / 1024) * 10) / 10);
+
+function duration(seconds) {
+  if (typeof seconds !== 'number' || !isFinite(seconds) || seconds < 0) return '';
+  const total = Math.round(seconds);
+  const s = String(total % 60).padStart(2, '0');
+  const m = Math.floor(total / 60);
+  return m >= 60 ? `${Math.floor(m / 60)}:${String(m % 60).padStart(2, '0')}:${s}` : `${m}:${s}`;
+}
+
+function moodChip(mood) {
+  return h('li', {class: 'mood', 'data-en': mood.en || mood.key, 'data-ko': mood.ko || '',
+    'data-key': mood.key, title: typeof mood.score === 'number' ? mood.score.toFixed(2) : null});
+}
+
+/* ---------- notices, errors, busy ---------- */
+
+export function renderNotices() {
+  const health = state.health;
+  els.notices.replaceChildren();
+  if (!health) return;
+  const add = (key, vars) => els.notices.append(
+    h('p', {class: 'notice notice-warn'}, format(t(key), vars)));
+  if (health.unreachable) add('unreachable', {url: {code: '/api/health'}});
+  if (health.tiny_models) add('tinyModels');
+  if (health.store && health.store.songs === 0) add('emptyLibrary', {cmd: {code: 'image2mood index MUSIC_DIR'}});
+}
+
+// A server message is shown as it is (it names the file or field); a client message is translated.
+export function showError({key, vars, message, lead = true}) {
+  const body = key ? h('span', {i18n: key, vars}) : h('span', {class: 'error-message', text: message});
+  els.error.replaceChildren(...(lead ? [h('strong', {i18n: 'errorLead'})] : []), body);
+  translate(els.error);
+  els.error.hidden = false;
+}
+
+export function clearError() {
+  els.error.hidden = true;
+  els.error.replaceChildren();
+}
+
+export function setBusy(key) {
+  els.busy.hidden = !key;
+  els.results.setAttribute('aria-busy', String(Boolean(key)));
+  els.figure.classList.toggle('loading', Boolean(key));
+  if (key) {
+    els.busyText.dataset.i18n = key;
+    translate(els.busyText);
+    els.status.textContent = '';
+  }
+}
+
+/* ---------- results ---------- */
+
+// The photo is shown at once, dimmed, while the server works on it.
+export function showPending(photoUrl) {
+  els.results.hidden = false;
+  els.summary.classList.remove('no-photo');
+  els.figure.hidden = false;
+  els.photo.src = photoUrl;
+  els.photo.dataset.i18nAlt = 'photoAltPending';
+  els.photo.removeAttribute('data-i18n-vars');
+  translate(els.photo);
+  els.backBtn.hidden = true;
+  els.kind.replaceChildren();
+  els.caption.textContent = '';
+  els.moods.replaceChildren();
+  [els.face, els.note, els.timing, els.noSongs].forEach((el) => { el.hidden = true; });
+  els.songs.replaceChildren();
+  $('#song-count').textContent = '';
+  els.results.scrollIntoView({behavior: 'smooth', block: 'nearest'});
+}
+
+export function show(view, {focus = false} = {}) {
+  state.view = view;
+  const {kind, data} = view;
+  els.results.hidden = false;
+  const hasPhoto = kind === 'photo';
+  els.figure.hidden = !hasPhoto;
+  els.summary.classList.toggle('no-photo', !hasPhoto);
+  if (hasPhoto) {
+    if (els.photo.getAttribute('src') !== view.photoUrl) els.photo.src = view.photoUrl;
+    els.photo.dataset.i18nAlt = 'photoAlt';
+    els.photo.dataset.i18nVars = JSON.stringify({caption: data.caption || ''});
+  }
+  els.backBtn.hidden = state.history.length === 0;
+  els.kind.dataset.i18n = {photo: 'kindPhoto', search: 'kindSearch', similar: 'kindSimilar'}[kind];
+
+  let headline = '';
+  if (kind === 'photo') headline = data.caption || '';
+  else if (kind === 'search') headline = `“${data.query || ''}”`;
+  else if (data.song) headline = [data.song.title, data.song.artist].filter(Boolean).join(' — ');
+  els.caption.textContent = headline;
+  if (kind === 'photo') els.caption.lang = 'en';  // BLIP writes English
+  else els.caption.removeAttribute('lang');
+
+  els.moods.replaceChildren(...(data.moods || []).map(moodChip));
+
+  els.face.hidden = !data.face;
+  if (data.face) {
+    const pct = typeof data.face.probability === 'number' ? ` (${Math.round(data.face.probability * 100)}%)` : '';
+    els.face.replaceChildren(h('span', {i18n: 'face'}), ' ',
+      h('strong', {'data-en': data.face.en || data.face.expression, 'data-ko': data.face.ko || ''}), pct);
+  }
+
+  els.note.hidden = !data.note;
+  if (data.note) {
+    // The server's note is English; the one it sends when only the caption chose the songs has a Korean twin.
+    const words = data.route === 'caption' ? {'data-en': data.note, 'data-ko': t('noteCaptionOnly', 'ko')}
+      : {text: data.note, lang: 'en'};
+    els.note.replaceChildren(h('strong', {i18n: 'note'}), ' ', h('span', words));
+  }
+
+  els.timing.hidden = typeof data.elapsedMs !== 'number';
+  if (!els.timing.hidden) {
+    els.timing.replaceChildren(h('span', {i18n: 'answered', vars: {s: (data.elapsedMs / 1000).toFixed(2)}}));
+    if (data.timings_ms) {
+      els.timing.title = Object.entries(data.timings_ms).map(([k, v]) => `${k} ${v} ms`).join(' · ');
+    } else {
+      els.timing.removeAttribute('title');
+    }
+  }
+
+  const songs = data.songs || [];
+  els.songs.replaceChildren(...songs.map(songCard));
+  els.noSongs.hidden = songs.length > 0;
+  if (!songs.length) {
+    const empty = state.health && state.health.store && state.health.store.songs === 0;
+    els.noSongs.replaceChildren(empty
+      ? h('span', {i18n: 'emptyLibrary', vars: {cmd: {code: 'image2mood index MUSIC_DIR'}}})
+      : h('span', {i18n: 'noSongs'}));
+  }
+  els.status.replaceChildren(h('span', songs.length === 1 ? {i18n: 'found1'} : {i18n: 'found', vars: {n: songs.length}}));
+  $('#song-count').textContent = String(songs.length);
+  translate(els.results);
+  translate(els.status);
+  if (focus) {
+    els.results.scrollIntoView({behavior: 'smooth', block: 'start'});
+    els.caption.setAttribute('tabindex', '-1');
+    els.caption.focus({preventScroll: true});
+  }
+}
+
+// A song's card; its "More like this" button (class "more") is handled by main.js through the list.
+function songCard(song) {
+  const title = song.title || null;
+  const vars = {title: title || t('untitled')};
+  const meta = [song.artist, song.album].filter(Boolean).join(' · ');
+  const time = duration(song.duration);
+  return h('li', {class: 'song', 'data-id': song.id},
+    h('div', {class: 'song-head'},
+      h('h3', {class: 'song-title'}, title ? title : h('span', {i18n: 'untitled'})),
+      time ? h('span', {class: 'song-duration', text: time}) : null),
+    h('p', {class: 'song-meta'}, meta ? meta : h('span', {i18n: 'unknownArtist'})),
+    (song.moods && song.moods.length)
+      ? h('ul', {class: 'chips', 'data-i18n-aria-label': 'songMoods', vars}, ...song.moods.map(moodChip))
+      : null,
+    h('audio', {controls: true, preload: 'none', src: song.audio_url, 'data-i18n-aria-label': 'listen', vars}),
+    h('div', {class: 'song-actions'},
+      h('button', {type: 'button', class: 'btn btn-small more', 'data-i18n-aria-label': 'more', vars},
+        h('span', {'aria-hidden': 'true', text: '↻ '}), h('span', {i18n: 'more'}))));
+}
+
+export function goBack() {
+  const previous = state.history.pop();
+  if (!previous) return;
+  clearError();
+  show(previous, {focus: true});
+}
+
+export function renderAlphaOutput() {
+  els.alphaOut.textContent = state.alphaTouched
+    ? Number(els.alpha.value).toFixed(2)
+    : `${t('alphaAuto')}${state.view && typeof state.view.data.alpha === 'number' ? ` · ${state.view.data.alpha.toFixed(2)}` : ''}`;
+}
