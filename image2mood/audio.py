@@ -140,7 +140,9 @@ def _kind(mode: int) -> str:
 
 
 def _open_regular(path: Path) -> int:
-    """A read-only descriptor of the regular file ``path`` (never blocks: O_NONBLOCK, then fstat)."""
+    """A read-only descriptor of the regular file ``path``: checked before it is opened (a named pipe
+    never is), and again after (O_NONBLOCK, then fstat), in case it was replaced meanwhile."""
+    check_regular_file(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
@@ -187,11 +189,16 @@ def _decoder_notes(notes: list[str]) -> Iterator[None]:
 def separate_stderr() -> Iterator[None]:
     """Point ``sys.stderr`` at a duplicate of fd 2 meanwhile, so that Python's messages (progress
     bars, warnings) keep reaching the terminal while decoding diverts fd 2 (see :func:`decode_windows`)."""
-    if sys.stderr is not None:
-        sys.stderr.flush()
-    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
-    with open(os.dup(2), "w", buffering=1, encoding=encoding, errors="backslashreplace") as stream, \
-            contextlib.redirect_stderr(stream):
+    try:
+        on_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # None, or a stand-in (a test runner's buffer): not diverted
+        on_fd2 = False
+    if not on_fd2:
+        yield
+        return
+    sys.stderr.flush()
+    with open(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
+              errors="backslashreplace") as stream, contextlib.redirect_stderr(stream):
         yield
 
 

@@ -98,3 +98,13 @@ def _checked(key: str) -> str:
     if key not in TAG_KEYS:
         raise ValueError(f"tag {key!r} is not one of {TAG_KEYS}")
     return key
+
+
+def write_damaged_mp3(path: Path, seconds: float = 30.0) -> Path:
+    """A real MP3 tone with 400 bytes of its middle overwritten: mpg123 meets an illegal frame header there."""
+    write_tone(path, seconds, 440)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 400] = bytes(i % 251 for i in range(400))
+    path.write_bytes(bytes(data))
+    return path

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from media import write_audio, write_tone
+from media import write_audio, write_damaged_mp3, write_tone
 
 from image2mood import audio as audio_module
 from image2mood.audio import SUPPORTED_SUFFIXES, content_hash, decode_windows, iter_audio_files, window_starts
@@ -323,3 +325,38 @@ def test_an_opus_file_libsndfile_cannot_read_is_read_by_ffmpeg(tmp_path: Path, m
     with pytest.raises(AudioDecodeError, match="simulated"):
         decode_windows(flac)
 
+
+
+@pytest.mark.timeout(60)
+def test_only_regular_files_are_opened(tmp_path: Path) -> None:
+    """A named pipe is refused without being opened (opening one waits for a writer forever)."""
+    pipe = tmp_path / "pipe.mp3"
+    os.mkfifo(pipe)
+    (tmp_path / "loop.flac").symlink_to(tmp_path / "loop.flac")
+    (tmp_path / "dangling.ogg").symlink_to(tmp_path / "nowhere.ogg")
+    (tmp_path / "folder.mp3").mkdir()
+    for name, reason in [("pipe.mp3", "a named pipe (FIFO), not a file"), ("loop.flac", "a symlink loop"),
+                         ("dangling.ogg", "a symlink that points nowhere"), ("folder.mp3", "a folder, not a file")]:
+        for read in (decode_windows, content_hash):
+            with pytest.raises(AudioDecodeError, match=re.escape(f"{tmp_path / name}: {reason}")):
+                read(tmp_path / name)
+    assert list(iter_audio_files([tmp_path])) == [tmp_path / "dangling.ogg", tmp_path / "loop.flac", pipe]
+
+
+@pytest.mark.parametrize("suffix", [".flac", ".mp3", ".m4a"])
+def test_a_name_that_is_not_utf8_decodes(tmp_path: Path, suffix: str) -> None:
+    path = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9" + suffix.encode()))
+    os.rename(write_tone(tmp_path / f"tone{suffix}", 3, 440), path)
+    decoded = decode_windows(path)
+    assert decoded.duration == pytest.approx(3.0, abs=0.1) and not decoded.silent
+
+
+def test_decoder_notes_come_back_with_the_file_not_on_stderr(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    damaged = write_damaged_mp3(tmp_path / "damaged.mp3")
+    with pytest.raises(AudioDecodeError) as caught:
+        decode_windows(damaged)
+    message = str(caught.value)
+    assert message.startswith(f"cannot decode {damaged}: ")
+    assert message.count("Note: Illegal Audio-MPEG-Header") == 1 and message.count("Trying to resync") == 1
+    assert "Illegal Audio-MPEG-Header" not in capfd.readouterr().err
