@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -17,11 +18,12 @@ from click.testing import CliRunner
 
 from conftest import CLI, run_cli
 from image2mood.config import Settings
-from image2mood.library import embed, file_facts, prepare, song_id
+from image2mood.library import embed, file_facts, prepare, song_id, store_info
 from image2mood.models.factory import clap_encoder
-from image2mood.store import open_store
+from image2mood.store import StoreInfo, open_store
 from image2mood_cli.main import cli
-from media import write_tone
+from indexer.pipeline import Indexer
+from media import write_damaged_mp3, write_tone
 
 TAGGED = {
     "flac/one.flac": {"title": "Rain Song", "artist": "Ana", "album": "Weather", "genre": "Ambient"},
@@ -159,3 +161,109 @@ def test_kill_9_mid_run_then_rerun_stores_every_song_exactly_once(
     with open_store(str(store), info=None, create=False) as s:
         songs = list(s.scroll())
     assert len(songs) == total == len({song.id for song in songs}) == len({song.path for song in songs})
+
+
+def test_bad_entries_are_reported_and_the_run_goes_on(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """A symlink loop, a dangling symlink, a named pipe and a non-UTF-8 name are each a reported skip
+    (a pipe is never opened: opening one waits for a writer forever); a folder named like a song is walked."""
+    library, store = tmp_path / "music", tmp_path / "store"
+    (library / "album.mp3").mkdir(parents=True)
+    good = [write_tone(library / "a.flac", 3, 300), write_tone(library / "album.mp3" / "inner.wav", 3, 500)]
+    (library / "loop.mp3").symlink_to(library / "loop.mp3")
+    (library / "dangling.ogg").symlink_to(library / "nowhere.ogg")
+    os.mkfifo(library / "pipe.mp3")
+    os.rename(write_tone(tmp_path / "latin1.wav", 3, 700), os.fsencode(library) + b"/caf\xe9.wav")
+    result = run_cli(["index", str(library), "--store", str(store)], cli_env, tmp_path, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert summary(result.stdout) == (2, 0, 0, 4)
+    failed = [line for line in result.stderr.splitlines() if line.lstrip().startswith("failed:")]
+    for name, reason in [("loop.mp3", "a symlink loop"), ("dangling.ogg", "a symlink that points nowhere"),
+                         ("pipe.mp3", "a named pipe (FIFO), not a file"),
+                         ("caf\\xe9.wav", "its name is not valid UTF-8; rename it")]:
+        assert sum(str(library / name) in line and reason in line for line in failed) == 1, (name, failed)
+    assert sorted(stored(store)) == sorted(str(p.resolve()) for p in good)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode")
+def test_an_unreadable_file_is_a_reported_skip(tmp_path: Path, settings: Settings) -> None:
+    library = tmp_path / "music"
+    library.mkdir()
+    good = write_tone(library / "good.flac", 3, 300)
+    locked = write_tone(library / "locked.flac", 3, 400)
+    locked.chmod(0)
+    encoder, lines = clap_encoder(settings), []
+    with open_store(settings.store, info=store_info(encoder, settings)) as s:
+        report = Indexer(s, encoder, settings, warn=lines.append).run([library])
+        assert [song.path for song in s.scroll()] == [str(good.resolve())]
+    assert (report.indexed, report.failed) == (1, 1)
+    assert report.failures == [(locked, f"cannot decode {locked}: permission denied")]
+
+
+def test_prune_touches_only_the_folders_of_the_run_and_refuses_an_empty_or_missing_one(
+        tmp_path: Path, env: dict[str, str], cli_env: dict[str, str]) -> None:
+    home, drive, store = tmp_path / "home", tmp_path / "drive", tmp_path / "store"
+    home.mkdir()
+    drive.mkdir()
+    for i in range(2):
+        write_tone(home / f"h{i}.flac", 3, 300 + 100 * i)
+        write_tone(drive / f"d{i}.flac", 3, 600 + 100 * i)
+    invoke(["index", str(home), str(drive), "--store", str(store)], env)
+    everything = sorted(stored(store))
+    assert len(everything) == 4
+    shutil.rmtree(drive)
+    drive.mkdir()  # the drive is unmounted: its mount point is an empty folder
+    (home / "h1.flac").unlink()
+
+    for args in ([str(home), str(drive)], [str(home), str(tmp_path / "gone")]):
+        refused = run_cli(["index", *args, "--store", str(store), "--prune"], cli_env, tmp_path)
+        assert refused.returncode != 0
+        assert "refusing to prune" in refused.stderr or "does not exist" in refused.stderr, refused.stderr
+        assert sorted(stored(store)) == everything  # nothing removed
+    assert "an empty folder" in run_cli(["index", str(home), str(drive), "--store", str(store), "--prune"],
+                                        cli_env, tmp_path).stderr
+
+    dry = invoke(["index", str(home), "--store", str(store), "--prune", "--dry-run"], env)
+    assert f"would remove: {(home / 'h1.flac').resolve()}" in dry and "d0.flac" not in dry
+    assert sorted(stored(store)) == everything
+
+    out = invoke(["index", str(home), "--store", str(store), "--prune"], env)
+    assert summary(out) == (0, 1, 1, 0)
+    assert f"removing: {(home / 'h1.flac').resolve()}" in out
+    assert sorted(stored(store)) == sorted(p for p in everything if not p.endswith("h1.flac"))  # the drive's stay
+
+
+def test_a_locked_or_mismatched_store_fails_before_clap_loads(
+        tmp_path: Path, tiny_models: Path, cli_env: dict[str, str]) -> None:
+    library, store = tmp_path / "music", tmp_path / "store"
+    library.mkdir()
+    write_tone(library / "a.flac", 2, 440)
+    info = StoreInfo(clap_model=str(tiny_models / "clap"), dim=8, windowing="6x10.0s", preprocessing="any")
+    with open_store(str(store), info=info):  # held here: flock conflicts across open files, as across processes
+        locked = run_cli(["index", str(library), "--store", str(store)], cli_env, tmp_path)
+    assert locked.returncode == 1
+    assert "is open in another image2mood process" in locked.stderr
+    assert "loading CLAP" not in locked.stderr
+
+    other = run_cli(["index", str(library), "--store", str(store)],
+                    {**cli_env, "IMAGE2MOOD_WINDOWS_PER_SONG": "2"}, tmp_path)
+    assert other.returncode == 1
+    assert "cannot be mixed" in other.stderr and "windowing 2x10.0s" in other.stderr
+    assert "loading CLAP" not in other.stderr
+
+
+def test_decoder_notes_are_reported_once_with_the_file(
+        tmp_path: Path, settings: Settings, capfd: pytest.CaptureFixture[str]) -> None:
+    """mpg123 prints its resync notes to fd 2 from C; they belong in the report, with the file's path."""
+    library = tmp_path / "music"
+    library.mkdir()
+    damaged = write_damaged_mp3(library / "damaged.mp3")
+    good = write_tone(library / "good.flac", 3, 300)
+    encoder, lines = clap_encoder(settings), []
+    with open_store(settings.store, info=store_info(encoder, settings)) as s:
+        report = Indexer(s, encoder, settings, warn=lines.append).run([library])
+        assert [song.path for song in s.scroll()] == [str(good.resolve())]
+    noted = [line for line in lines if "Illegal Audio-MPEG-Header" in line]
+    assert len(noted) == 1 and str(damaged) in noted[0], lines
+    assert noted[0].count("Trying to resync") == 1
+    assert report.failed == 1
+    assert "Illegal Audio-MPEG-Header" not in capfd.readouterr().err
