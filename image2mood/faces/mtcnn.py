@@ -96,11 +96,6 @@ class DetectedFace:
     score: float
     landmarks: tuple[tuple[float, float], ...]
 
-    @property
-    def size(self) -> float:
-        """The box's side (the geometric mean of its width and height)."""
-        return float(np.sqrt(max(self.box[2] - self.box[0], 0) * max(self.box[3] - self.box[1], 0)))
-
 
 def _load(net: nn.Module, path: Path) -> nn.Module:
     try:
