@@ -82,12 +82,12 @@ def test_base_image_and_a_single_stage() -> None:
 
 
 def test_the_service_runs_as_a_user_of_its_own_who_owns_the_volumes() -> None:
-    user = arguments("USER")[-1]
-    assert user not in ("root", "0") and not user.startswith(("root:", "0:"))
-    runs = arguments("RUN")
-    assert any(re.search(rf"useradd .*\b{user}\b", run) for run in runs)
-    owned = next(run for run in runs if "chown" in run)
-    assert f"chown {user}:{user} /models /data" in owned
+    uid, _, gid = the_one("USER").partition(":")
+    assert uid.isdigit() and int(uid) > 0 and gid == uid, "a numeric uid lets runtimes check it is not root"
+    made = next(run for run in arguments("RUN") if "useradd" in run)
+    name = re.search(rf"useradd --create-home --uid {uid} --gid {gid} (\w+)", made).group(1)  # type: ignore[union-attr]
+    assert f"groupadd --gid {gid} {name}" in made
+    assert f"chown {name}:{name} /models /data" in made
     keywords = [kw for kw, _ in dockerfile()]
     assert "RUN" not in keywords[keywords.index("USER"):], "nothing should run as root after USER"
 
