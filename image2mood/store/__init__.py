@@ -33,6 +33,8 @@ def open_store(
 
 
 def open_configured_store(settings: Settings, info: StoreInfo | None, create: bool = True) -> SongStore:
-    """:func:`open_store` for the store, API key and collection the settings name."""
-    return open_store(settings.store, info=info, api_key=settings.qdrant_api_key,
-                      collection=settings.collection, create=create)
+    """:func:`open_store` for the store, API key, collection and search settings the settings name."""
+    store = open_store(settings.store, info=info, api_key=settings.qdrant_api_key,
+                       collection=settings.collection, create=create)
+    store.exact_limit = settings.exact_search_limit
+    return store

@@ -26,6 +26,9 @@ import qdrant_edge as qe
 from image2mood.errors import StoreError, StoreLockedError
 from image2mood.store.base import (
     FLOAT_FIELDS,
+    HNSW_EF,
+    HNSW_EF_CONSTRUCT,
+    HNSW_M,
     KEYWORD_FIELDS,
     VECTOR_NAME,
     Hit,
@@ -73,7 +76,7 @@ class EmbeddedStore(SongStore):
         check_info(self.location, recorded, info)
         try:
             if (shard_path / "edge_config.json").is_file():
-                return recorded, qe.EdgeShard.load(str(shard_path))
+                return recorded, qe.EdgeShard.load(str(shard_path), _edge_config(recorded.dim))
             return recorded, _create_shard(shard_path, recorded.dim)
         except Exception as e:
             if "WouldBlock" in str(e):
@@ -101,13 +104,14 @@ class EmbeddedStore(SongStore):
         return [Song.from_payload(r.id, r.payload, r.vector) for r in records], next_offset
 
     def _search(self, vector: np.ndarray, limit: int, song_filter: SongFilter | None,
-                with_vectors: bool) -> list[Hit]:
+                with_vectors: bool, exact: bool) -> list[Hit]:
         request = qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(vector, using=VECTOR_NAME),
             filter=_edge_filter(song_filter) if song_filter else None,
             with_payload=True,
             with_vector=with_vectors,
+            params=qe.SearchParams(exact=True) if exact else qe.SearchParams(hnsw_ef=HNSW_EF),
         )
         return [Hit(Song.from_payload(p.id, p.payload, p.vector), p.score) for p in self._shard.query(request)]
 
@@ -115,8 +119,10 @@ class EmbeddedStore(SongStore):
         return self._shard.count(qe.CountRequest(exact=True))
 
     def _optimize(self) -> None:
-        self._shard.optimize()
-        self._shard.flush()
+        """Build the HNSW index, only for libraries large enough to be searched through it."""
+        if self._size() > self.exact_limit:
+            self._shard.optimize()
+            self._shard.flush()
 
     def _close(self) -> None:
         if self._lock.closed:
@@ -163,9 +169,16 @@ def _write_info(path: Path, info: StoreInfo) -> None:
     os.replace(tmp, path)
 
 
+def _edge_config(dim: int) -> qe.EdgeConfig:
+    """The shard's configuration, given at creation and again at each load (stores made before the
+    HNSW settings were chosen take them on at their next load)."""
+    return qe.EdgeConfig(vectors={VECTOR_NAME: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
+                         hnsw_config=qe.HnswIndexConfig(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT,
+                                                        full_scan_threshold=10_000))
+
+
 def _create_shard(path: Path, dim: int) -> qe.EdgeShard:
-    config = qe.EdgeConfig(vectors={VECTOR_NAME: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)})
-    shard = qe.EdgeShard.create(str(path), config)
+    shard = qe.EdgeShard.create(str(path), _edge_config(dim))
     for name in KEYWORD_FIELDS:
         shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
     for name in FLOAT_FIELDS:

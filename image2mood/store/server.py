@@ -17,6 +17,9 @@ from qdrant_client import QdrantClient, models
 from image2mood.errors import StoreError
 from image2mood.store.base import (
     FLOAT_FIELDS,
+    HNSW_EF,
+    HNSW_EF_CONSTRUCT,
+    HNSW_M,
     KEYWORD_FIELDS,
     VECTOR_NAME,
     Hit,
@@ -86,6 +89,7 @@ class ServerStore(SongStore):
             self._collection,
             vectors_config={VECTOR_NAME: models.VectorParams(size=info.dim, distance=models.Distance.COSINE)},
             metadata={METADATA_KEY: info.to_dict()},
+            hnsw_config=models.HnswConfigDiff(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT),
         )
         schemas = {name: models.PayloadSchemaType.KEYWORD for name in KEYWORD_FIELDS}
         schemas |= {name: models.PayloadSchemaType.FLOAT for name in FLOAT_FIELDS}
@@ -112,7 +116,7 @@ class ServerStore(SongStore):
         return [Song.from_payload(r.id, r.payload, r.vector) for r in records], next_offset
 
     def _search(self, vector: np.ndarray, limit: int, song_filter: SongFilter | None,
-                with_vectors: bool) -> list[Hit]:
+                with_vectors: bool, exact: bool) -> list[Hit]:
         response = self._client.query_points(
             self._collection,
             query=vector,
@@ -121,6 +125,7 @@ class ServerStore(SongStore):
             limit=limit,
             with_payload=True,
             with_vectors=with_vectors,
+            search_params=models.SearchParams(exact=True) if exact else models.SearchParams(hnsw_ef=HNSW_EF),
         )
         return [Hit(Song.from_payload(p.id, p.payload, p.vector), p.score) for p in response.points]
 
