@@ -85,8 +85,9 @@ def _message(model: type[BaseModel], error: ErrorDetails) -> str:
     name = str(error["loc"][0])
     if error["type"] == "missing":
         return f"'{name}' is required: {model.model_fields[name].description}"
-    msg = error["msg"]
-    return f"'{name}': {msg[0].lower()}{msg[1:]}, got {error['input']!r}"
+    msg, shown = error["msg"], repr(error["input"])
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return f"'{name}': {msg[0].lower()}{msg[1:]}, got {shown}"
 
 
 def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:

@@ -66,9 +66,9 @@ def client(library: Settings) -> Iterator[FlaskClient]:
 
 @pytest.fixture(scope="module")
 def server(library: Settings, tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `image2mood serve` over a copy of the library, with a 2 MB upload limit."""
+    """A real `image2mood serve` over a copy of the library, with a 2 MB upload limit, as if behind a proxy."""
     env = {**cli_environment(tiny_models), "IMAGE2MOOD_WINDOWS_PER_SONG": "1",
-           "IMAGE2MOOD_MAX_UPLOAD_MB": str(UPLOAD_MB)}
+           "IMAGE2MOOD_MAX_UPLOAD_MB": str(UPLOAD_MB), "IMAGE2MOOD_TRUSTED_PROXY": "127.0.0.1"}
     with serving(Path(library.store).with_name("serve-store"), env, tmp_path_factory.mktemp("serve")) as url:
         yield url
 
