@@ -112,7 +112,7 @@ def load_set(path: Path) -> list[Query]:
         photo_path = None
         if photo is not None:
             photo_path = Path(photo).expanduser()
-            photo_path = photo_path if photo_path.is_absolute() else base / photo_path
+            photo_path = (photo_path if photo_path.is_absolute() else base / photo_path).resolve()
             if not photo_path.is_file():
                 raise EvalSetError(f"{where}: photo {photo_path} does not exist")
         relevant = frozenset(song_key(v, base) for v in _string_list(item, "relevant", where))

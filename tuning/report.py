@@ -300,8 +300,9 @@ def render_html(report: dict) -> str:
             f"<tr class='{'hit' if r['hit'] else ''}'><td>{i}</td><td>{e(r['title'])}</td><td>{e(r['artist'] or '?')}</td>"
             f"<td>{r['score']:.3f}</td><td>{e(', '.join(r['moods']))}</td><td>{e(', '.join(r['labels']))}</td></tr>"
             for i, r in enumerate(query["results"], 1))
+        image = f"<img alt='{e(query['id'])}' src='{thumb}'>" if thumb else ""
         parts.append(
-            f"<div class='query'>{f'<img alt={e(query['id'])!r} src={thumb!r}>' if thumb else ''}<div>"
+            f"<div class='query'>{image}<div>"
             f"<b>{e(query['id'])}</b>: {title}<br><span class='note'>wants: {e(wanted)}; query moods: "
             f"{e(', '.join(query['moods']))}</span><table><tr><th>#</th><th>title</th><th>artist</th>"
             f"<th>score</th><th>moods</th><th>labels</th></tr>{rows}</table></div></div>")

@@ -26,7 +26,7 @@ from image2mood.models.clap import ClapEncoder
 from image2mood.models.projection import ProjectionHead, load_projection
 from image2mood.models.resolve import resolve_model
 from image2mood.moods import MOOD_TEMPLATES, MOODS, FaceReader, FaceReading, Mood, MoodSpace
-from image2mood.recommend import FACE_WEIGHT, Options, RankedSong, Recommender, face_pull, fuse, project
+from image2mood.recommend import FACE_WEIGHT, Options, RankedSong, Recommender, face_moods, face_pull, fuse, project
 from image2mood.store import open_configured_store, open_store
 from image2mood.store.base import Song, SongStore, StoreInfo
 from image2mood.vectors import l2_normalise
@@ -122,6 +122,10 @@ class QueryVectors:
     caption: str | None = None
     face: FaceReading | None = None
 
+    @property
+    def moods(self) -> dict[str, float]:
+        return face_moods(self.face)
+
 
 @dataclass
 class ConfigResult:
@@ -169,6 +173,15 @@ def query_vectors(queries: Sequence[Query], cache: QueryCache, say: Say) -> list
         out.append(QueryVectors(query, cache.clap_text([photo.caption])[0], photo.clip, photo.caption,
                                 faces.read(photo.clip)))
     return out
+
+
+def query_vector(qv: QueryVectors, knobs: Knobs, head: ProjectionHead | None, moods: MoodSpace) -> np.ndarray:
+    """A query's vector under ``knobs``, by the product's own fusion and face pull."""
+    if qv.clip is None:
+        return qv.text_route
+    image_route = None if head is None else project(head, qv.clip)
+    query, *_ = fuse(qv.text_route, image_route, knobs.alpha)
+    return face_pull(query, qv.moods, moods, knobs.face_weight)
 
 
 def reembed(songs: Sequence[Song], variant: SongVectors, settings: Settings, encoder: ClapEncoder,
@@ -308,12 +321,7 @@ class Sweep:
         per_query: dict[str, list[float | None]] = {}
         rankings, moods, query_matrix = [], [], []
         for qv in vectors:
-            if qv.clip is None:
-                query = qv.text_route
-            else:
-                image_route = None if head is None else project(head, qv.clip)
-                query, *_ = fuse(qv.text_route, image_route, knobs.alpha)
-                query = face_pull(query, qv.face, pull_space, knobs.face_weight)
+            query = query_vector(qv, knobs, head, pull_space)
             ranked = recommender.rank(query, options)
             query_moods = [m.mood.key for m in recommender.moods.top(query, MOOD_K)]
             relevant = _relevance(qv.query, song_ids, song_labels)
