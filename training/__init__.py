@@ -1,0 +1,1 @@
+"""The training tenant: the projection-head and BLIP trainers (`image2mood train ...`)."""

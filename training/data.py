@@ -1,0 +1,228 @@
+"""One reader of image–caption tables for both trainers: Parquet, JSONL or CSV.
+
+By default the columns are ``image`` (a path under ``--images``, or the image's bytes in Parquet)
+and ``caption``. The LAION-COCO-NLLB shape reads as it comes: ``id``, ``url``, ``eng_caption``,
+``captions`` (a list of ``[language code, caption]`` pairs, e.g. ``["kor_Hang", "..."]``) and
+``score``; its images are files named by ``id`` under ``--images`` (as img2dataset writes them),
+its English caption is ``eng_caption``, and ``caption_language`` picks a translation.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from image2mood.errors import Image2MoodError, ImageError
+from image2mood.images import load_photo
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic")
+NLLB_CAPTION, NLLB_TRANSLATIONS, NLLB_ID = "eng_caption", "captions", "id"
+VALID_FRACTION = 0.2  # the 8:2 train/valid split
+
+
+class DataError(Image2MoodError):
+    """A table that cannot be trained on: unreadable, empty, or without the columns asked for."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One row: its caption and where its image is (a file, bytes, or nothing in text-only tables)."""
+
+    row: int
+    caption: str
+    image: Path | bytes | None = None
+
+    @property
+    def image_key(self) -> str:
+        """A stable key for this row's image: its path, or a hash of its bytes."""
+        if isinstance(self.image, bytes):
+            return "sha1:" + hashlib.sha1(self.image).hexdigest()
+        return str(self.image)
+
+    @property
+    def caption_key(self) -> str:
+        return "sha1:" + hashlib.sha1(self.caption.encode()).hexdigest()
+
+
+@dataclass
+class Dataset:
+    """The usable rows of a table, and the rows that were skipped with the reason for each."""
+
+    source: str
+    pairs: list[Pair]
+    skipped: dict[int, str] = field(default_factory=dict)  # row → why it was left out of ``pairs``
+    broken: dict[int, str] = field(default_factory=dict)  # row → why its image could not be used
+
+    def image(self, pair: Pair, max_pixels: int = 210_000_000) -> Image.Image | None:
+        """The pair's image, or None (the row is counted as broken) when it is missing or broken."""
+        try:
+            return load_image(pair, max_pixels)
+        except ImageError as exc:
+            self.broken[pair.row] = str(exc)
+            return None
+
+    def report(self) -> str:
+        """One line: pairs read, rows skipped by reason, broken images with the first few reasons."""
+        line = f"{self.source}: {len(self.pairs)} pairs"
+        if self.skipped:
+            reasons = Counter(self.skipped.values())
+            line += f", {len(self.skipped)} rows skipped (" + ", ".join(f"{n} {r}" for r, n in reasons.items()) + ")"
+        if self.broken:
+            first = "; ".join(list(self.broken.values())[:3])
+            line += f", {len(self.broken)} broken images skipped ({first}{' ...' if len(self.broken) > 3 else ''})"
+        return line
+
+
+def read_pairs(path: Path, *, images: Path | None = None, caption_column: str | None = None,
+               caption_language: str | None = None, image_column: str = "image",
+               need_images: bool = True) -> Dataset:
+    """Read ``path`` into image–caption pairs; rows without a caption (or image reference) are skipped."""
+    rows = _read_rows(path)
+    if not rows:
+        raise DataError(f"{path} holds no rows; give a table with at least one image–caption pair")
+    columns = set().union(*(row.keys() for row in rows[:100]))
+    caption_of = _caption_reader(path, columns, caption_column, caption_language)
+    image_of = _image_reader(path, columns, image_column, images) if need_images else (lambda row: None)
+    dataset = Dataset(source=str(path), pairs=[])
+    for number, row in enumerate(rows):
+        caption = caption_of(row)
+        if not caption:
+            dataset.skipped[number] = "no caption"
+            continue
+        image = image_of(row)
+        if need_images and image is None:
+            dataset.skipped[number] = "no image"
+            continue
+        dataset.pairs.append(Pair(row=number, caption=caption, image=image))
+    if not dataset.pairs:
+        raise DataError(f"{path}: none of its {len(rows)} rows has a usable caption"
+                        + (" and image" if need_images else "") + f" ({dataset.report()})")
+    return dataset
+
+
+def text_pairs(sentences: list[str], source: str) -> Dataset:
+    """Caption-only pairs (the text-bridge trainer's input) from a list of sentences."""
+    return Dataset(source=source, pairs=[Pair(row=i, caption=s) for i, s in enumerate(sentences)])
+
+
+def split(pairs: list[Pair], seed: int, valid_fraction: float = VALID_FRACTION) -> tuple[list[Pair], list[Pair]]:
+    """A deterministic train/valid split (8:2 by default): the same rows and seed give the same split."""
+    if len(pairs) < 2:
+        raise DataError(f"{len(pairs)} usable pair(s) cannot be split into training and validation; "
+                        "give at least 2 (a few thousand for a useful model)")
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    n_valid = min(len(pairs) - 1, max(1, round(len(pairs) * valid_fraction)))
+    valid = sorted(order[:n_valid])
+    train = sorted(order[n_valid:])
+    return [pairs[i] for i in train], [pairs[i] for i in valid]
+
+
+def load_image(pair: Pair, max_pixels: int = 210_000_000) -> Image.Image:
+    """The pair's image through the product's own validated loader; ImageError when missing or broken."""
+    if pair.image is None:
+        raise ImageError(f"row {pair.row} has no image")
+    name = f"row {pair.row} ({'image bytes' if isinstance(pair.image, bytes) else pair.image})"
+    return load_photo(pair.image, name=name, max_pixels=max_pixels)
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise DataError(f"table {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+        if suffix in (".jsonl", ".json", ".ndjson"):
+            with path.open(encoding="utf-8") as fh:
+                return [_json_row(path, n, line) for n, line in enumerate(fh, 1) if line.strip()]
+        if suffix in (".csv", ".tsv"):
+            with path.open(encoding="utf-8", newline="") as fh:
+                return list(csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ","))
+    except DataError:
+        raise
+    except Exception as exc:  # pyarrow, csv and decoding errors all mean "not a readable table"
+        raise DataError(f"{path} could not be read as a {suffix[1:]} table ({type(exc).__name__}: {exc})") from exc
+    raise DataError(f"{path}: unknown table format {suffix!r}; use .parquet, .jsonl or .csv")
+
+
+def _json_row(path: Path, number: int, line: str) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} line {number} is not JSON ({exc.msg}); write one JSON object per line") from exc
+    if not isinstance(row, dict):
+        raise DataError(f"{path} line {number} is not a JSON object")
+    return row
+
+
+def _caption_reader(path: Path, columns: set[str], column: str | None, language: str | None):
+    """A function from a row to its caption, chosen from the columns the table has."""
+    if language:
+        source = column or NLLB_TRANSLATIONS
+        _require(path, columns, source, "--caption-column")
+        return lambda row: _translation(row.get(source), language)
+    if column is None:
+        column = "caption" if "caption" in columns or NLLB_CAPTION not in columns else NLLB_CAPTION
+    _require(path, columns, column, "--caption-column")
+    return lambda row: _text(row.get(column))
+
+
+def _translation(pairs: Any, language: str) -> str | None:
+    """The caption for ``language`` in a LAION-COCO-NLLB translation list ``[[code, caption], ...]``."""
+    for item in pairs or ():
+        code, caption = (item.get("lang"), item.get("caption")) if isinstance(item, dict) else item[:2]
+        if code == language:
+            return _text(caption)
+    return None
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _image_reader(path: Path, columns: set[str], column: str, root: Path | None):
+    """A function from a row to its image (bytes or an existing-or-not file path)."""
+    if column not in columns and NLLB_ID in columns:
+        if root is None:
+            raise DataError(f"{path} has no {column!r} column; its images are looked up by {NLLB_ID!r} "
+                            "under --images ROOT (ROOT/<id>.jpg ...): give --images")
+        return lambda row: _by_id(root, row.get(NLLB_ID))
+    _require(path, columns, column, "--image-column")
+
+    def image_of(row: dict[str, Any]) -> Path | bytes | None:
+        value = row.get(column)
+        if isinstance(value, dict):  # Hugging Face datasets' Image feature: {"bytes": ..., "path": ...}
+            value = value.get("bytes") or value.get("path")
+        if isinstance(value, (bytes, bytearray)):
+            return bytes(value)
+        if isinstance(value, str) and value.strip():
+            file = Path(value.strip()).expanduser()
+            return file if file.is_absolute() or root is None else root / file
+        return None
+
+    return image_of
+
+
+def _by_id(root: Path, key: Any) -> Path | None:
+    if key is None or str(key).strip() == "":
+        return None
+    for suffix in IMAGE_SUFFIXES:
+        if (root / f"{key}{suffix}").is_file():
+            return root / f"{key}{suffix}"
+    return root / f"{key}.jpg"  # missing: counted as a broken image when loaded
+
+
+def _require(path: Path, columns: set[str], column: str, option: str) -> None:
+    if column not in columns:
+        raise DataError(f"{path} has no column {column!r} (its columns: {', '.join(sorted(columns))}); "
+                        f"name the right one with {option}")
