@@ -59,14 +59,15 @@ def mood_weights(faces: list[Face], image_size: tuple[int, int]) -> dict[str, fl
     """How much each mood is pulled by the photo's strongest faces.
 
     A face weighs its score times its size (its side over a quarter of the photo's short side, at
-    most 1); a box-less reading weighs its score. Each face spreads its weight over the moods of its
-    expressions by probability. Several faces share the pull: the weights sum to at most 1.
+    most 1); CLIP's box-less reading, which already judged that the photo shows a face, weighs 1.
+    Each face spreads its weight over the moods of its expressions by probability. Several faces
+    share the pull: the weights sum to at most 1.
     """
     short_side = min(image_size)
 
     def weight(face: Face) -> float:
         if face.box is None:
-            return face.score
+            return 1.0
         side = math.sqrt((face.box[2] - face.box[0]) * (face.box[3] - face.box[1]))
         return face.score * min(1.0, side / (FULL_FACE_SHARE * short_side))
 
