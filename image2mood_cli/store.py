@@ -21,18 +21,18 @@ def store() -> None:
 @click.option("--to-api-key", default=None, metavar="KEY",
               help="API key of the target server (default: IMAGE2MOOD_QDRANT_API_KEY).")
 @click.option("--prune", is_flag=True, help="Remove songs from the target that the source does not hold.")
-@click.option("--batch", default=256, show_default=True, type=click.IntRange(1, 10_000), help="Songs per write.")
+@click.option("--batch", default=None, type=click.IntRange(1, 10_000), help="Songs per durable write (default 1024).")
 @store_option
 @click.pass_obj
 def migrate(settings: Settings, target: str, to_collection: str | None, to_api_key: str | None, prune: bool,
-            batch: int, store: str | None) -> None:
+            batch: int | None, store: str | None) -> None:
     """Copy every song of the store (--store, default IMAGE2MOOD_STORE) into --to, vectors and all.
 
     A rerun after an interruption copies only what is missing. The copy is verified at the end:
     equal counts, and equal payloads and vectors for a random sample of songs.
     """
     from image2mood.store import open_configured_store
-    from image2mood.store.migrate import VECTOR_TOLERANCE, open_target
+    from image2mood.store.migrate import BATCH, VECTOR_TOLERANCE, open_target
     from image2mood.store.migrate import migrate as copy_store
 
     settings = with_store(settings, store)
@@ -40,7 +40,7 @@ def migrate(settings: Settings, target: str, to_collection: str | None, to_api_k
     with open_configured_store(settings, info=None, create=False) as source, \
             open_target(target, source, api_key=to_api_key or settings.qdrant_api_key, collection=collection) as dest:
         click.echo(f"copying {source.count()} songs from {source.location} to {dest.location} ...", err=True)
-        report = copy_store(source, dest, prune=prune, batch=batch)
+        report = copy_store(source, dest, prune=prune, batch=batch or BATCH)
     click.echo(f"copied {report.copied}, already there {report.unchanged}, removed {report.removed}; "
                f"verified: equal counts, {report.verified} sampled songs equal (vectors within {VECTOR_TOLERANCE:g})")
     hint = f" IMAGE2MOOD_COLLECTION={collection}" if collection != settings.collection else ""
