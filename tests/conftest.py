@@ -31,11 +31,12 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test reads the developer's IMAGE2MOOD_* variables or a .env file, or touches the hub."""
+    """No test reads the developer's IMAGE2MOOD_* variables, .env or user config file, or touches the hub."""
     for name in list(os.environ):
         if name.startswith("IMAGE2MOOD_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.chdir(tmp_path)
 
 
