@@ -47,7 +47,8 @@ def _summary(run: Path) -> dict[str, object] | None:
 @tune.get("/")
 def listing():
     folder = _folder()
-    runs = [run for run in folder.iterdir() if run.is_dir() and RUN_NAME.fullmatch(run.name)] if folder.is_dir() else []
+    runs = [run for run in folder.iterdir() if RUN_NAME.fullmatch(run.name) and run.is_dir()
+            and run.resolve().parent == folder] if folder.is_dir() else []  # what report_file would serve
     reports = [s for s in map(_summary, runs) if s is not None]
     reports.sort(key=lambda s: str(s["created"]), reverse=True)
     return render_template("tune.html", folder=folder, reports=reports)
