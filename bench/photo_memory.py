@@ -82,7 +82,8 @@ def main() -> None:
         path = args.cache / f"{key}.{key.split('-')[0]}"
         if not path.exists():
             PHOTOS[key](path)
-        run = subprocess.run([sys.executable, "-c", _PROBE, str(path), json.dumps(options)], capture_output=True, text=True)
+        probe = [sys.executable, "-c", _PROBE, str(path), json.dumps(options)]
+        run = subprocess.run(probe, capture_output=True, text=True)
         out = json.loads(run.stdout) if run.returncode == 0 else {"crash": run.stderr.strip().splitlines()[-1:]}
         print(f"{key:18} {path.stat().st_size / 1e6:8.1f} MB file  {json.dumps(out, ensure_ascii=False)}", flush=True)
 

@@ -114,7 +114,7 @@ def load_photo(
                 )
             with _DECODE_MEMORY.reserve(cost, max_decode_mb * MB):
                 im.load()  # a TIFF applies its own orientation here
-                orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+                orientation = _orientation(im)
                 out = _to_rgb(im)
                 im.close()  # the decoded pixels are freed before the next decode may start
             out.getexif()[ExifTags.Base.Orientation] = orientation
@@ -126,6 +126,14 @@ def load_photo(
             raise ImageError(
                 f"{name} is truncated or corrupt ({e}); upload the complete file again or re-save it as JPEG"
             ) from e
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF Orientation; 1 when the EXIF block cannot be read (the pixels are still good)."""
+    try:
+        return im.getexif().get(ExifTags.Base.Orientation, 1)
+    except _DECODE_ERRORS:
+        return 1
 
 
 def decode_cost(im: ImageFile.ImageFile) -> int:

@@ -70,4 +70,9 @@ def write_huge_png(path: Path, width: int, height: int, mode: str = "1") -> Path
 
 
 def _chunk(f: BinaryIO, kind: bytes, data: bytes) -> None:
-    f.write(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)))
+    f.write(png_chunk(kind, data))
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
