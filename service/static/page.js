@@ -13,7 +13,7 @@ export const els = {
   error: $('#error'), busy: $('#busy'), busyText: $('#busy-text'), status: $('#status'),
   results: $('#results'), summary: $('#results .summary'), figure: $('#photo-figure'), photo: $('#photo'),
   backBtn: $('#back-btn'), kind: $('#query-kind'), caption: $('#caption'), moods: $('#moods'),
-  face: $('#face'), note: $('#note'), timing: $('#timing'), noSongs: $('#no-songs'), songs: $('#songs'),
+  face: $('#face'), faceBoxes: $('#face-boxes'), note: $('#note'), timing: $('#timing'), noSongs: $('#no-songs'), songs: $('#songs'),
 };
 
 export const state = {

@@ -86,6 +86,7 @@ export function showPending(photoUrl) {
   els.caption.textContent = '';
   els.moods.replaceChildren();
   [els.face, els.note, els.timing, els.noSongs].forEach((el) => { el.hidden = true; });
+  els.faceBoxes.toggleAttribute('hidden', true);
   els.songs.replaceChildren();
   $('#song-count').textContent = '';
   els.results.scrollIntoView({behavior: 'smooth', block: 'nearest'});
@@ -116,12 +117,7 @@ export function show(view, {focus = false} = {}) {
 
   els.moods.replaceChildren(...(data.moods || []).map(moodChip));
 
-  els.face.hidden = !data.face;
-  if (data.face) {
-    const pct = typeof data.face.probability === 'number' ? ` (${Math.round(data.face.probability * 100)}%)` : '';
-    els.face.replaceChildren(h('span', {i18n: 'face'}), ' ',
-      h('strong', {'data-en': data.face.en || data.face.expression, 'data-ko': data.face.ko || ''}), pct);
-  }
+  renderFaces(kind === 'photo' ? data : {});
 
   els.note.hidden = !data.note;
   if (data.note) {
@@ -159,6 +155,48 @@ export function show(view, {focus = false} = {}) {
     els.caption.setAttribute('tabindex', '-1');
     els.caption.focus({preventScroll: true});
   }
+}
+
+/* ---------- faces ---------- */
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  Object.entries(attrs).forEach(([key, value]) => el.setAttribute(key, value));
+  el.append(...children);
+  return el;
+}
+
+function faceWord(face) {
+  return {'data-en': face.en || face.expression, 'data-ko': face.ko || ''};
+}
+
+function facePercent(face) {
+  const p = face.probabilities && face.probabilities[face.expression];
+  return typeof p === 'number' ? ` (${Math.round(p * 100)}%)` : '';
+}
+
+// The faces the server found: a line naming their expressions, and a box with a label on each in the photo.
+function renderFaces(data) {
+  const faces = data.faces || [];
+  els.face.hidden = !faces.length;
+  els.face.replaceChildren(h('span', {i18n: faces.length > 1 ? 'faces' : 'face'}), ' ',
+    ...faces.flatMap((face, i) => [i ? ', ' : '', h('strong', faceWord(face)), facePercent(face)]));
+  const [width, height] = data.photo_size || [];
+  const boxed = faces.filter((face) => Array.isArray(face.box));
+  els.faceBoxes.toggleAttribute('hidden', !(boxed.length && width && height));
+  if (!boxed.length || !width || !height) return;
+  els.faceBoxes.setAttribute('viewBox', `0 0 ${width} ${height}`);
+  const line = Math.max(2, Math.round(Math.max(width, height) / 250));
+  const font = Math.max(12, Math.round(Math.max(width, height) / 28));
+  els.faceBoxes.replaceChildren(...boxed.map(({box: [x1, y1, x2, y2], ...face}) => {
+    const above = y1 > font * 1.2;  // the label sits above the box, or inside its top when there is no room
+    return svg('g', {class: 'face-box'},
+      svg('rect', {x: x1, y: y1, width: x2 - x1, height: y2 - y1, 'stroke-width': line}),
+      svg('text', {x: x1 + line, y: above ? y1 - line * 1.5 : y1 + font, 'font-size': font,
+        'stroke-width': Math.max(2, font / 6), ...faceWord(face)}));
+  }));
 }
 
 // A song's card; its "More like this" button (class "more") is handled by main.js through the list.
