@@ -99,7 +99,8 @@ def migrate(source: SongStore, target: SongStore, *, prune: bool = False, batch:
             f"does not (e.g. {plan.extra[0].path}); migrate into an empty store, or pass --prune to remove them"
         )
     report = MigrationReport(unchanged=len(plan.source_ids) - len(plan.to_copy))
-    with tqdm(total=len(plan.to_copy), unit="song", dynamic_ncols=True, mininterval=0.5) as bar:
+    with tqdm(total=len(plan.to_copy), unit="song", dynamic_ncols=True, mininterval=0.5,
+              disable=not plan.to_copy) as bar:
         for start in range(0, len(plan.to_copy), batch):
             songs = source.get(plan.to_copy[start:start + batch], with_vectors=True)
             target.upsert(songs)
