@@ -83,7 +83,7 @@ def main() -> None:
         if not path.exists():
             PHOTOS[key](path)
         probe = [sys.executable, "-c", _PROBE, str(path), json.dumps(options)]
-        run = subprocess.run(probe, capture_output=True, text=True)
+        run = subprocess.run(probe, capture_output=True, text=True, cwd=args.cache)  # not this checkout's package
         out = json.loads(run.stdout) if run.returncode == 0 else {"crash": run.stderr.strip().splitlines()[-1:]}
         print(f"{key:18} {path.stat().st_size / 1e6:8.1f} MB file  {json.dumps(out, ensure_ascii=False)}", flush=True)
 

@@ -141,9 +141,12 @@ def decode_cost(im: ImageFile.ImageFile) -> int:
     width, height = im.size
     decoded = width * height * _PIXEL_BYTES.get(im.mode, 4)
     fx, fy = _reduction(im.size)
-    reduced = math.ceil(width / fx) * math.ceil(height / fy) * 4  # and at most as much again to resize it
+    reduced_height = math.ceil(height / fy)
+    reduced = math.ceil(width / fx) * reduced_height * 4
     strip = width * _strip_rows(width, fy) * 16  # crop + RGB(A) conversions of one strip
-    return decoded + _decoder_extra(im, decoded) + 2 * reduced + strip + _SLACK
+    fit_width, fit_height = _fit(im.size)
+    resize = (fit_width * reduced_height + fit_width * fit_height) * 4  # Lanczos: horizontal pass, then vertical
+    return decoded + _decoder_extra(im, decoded) + reduced + strip + resize + _SLACK
 
 
 def _decoder_extra(im: ImageFile.ImageFile, decoded: int) -> int:
