@@ -75,25 +75,39 @@ def _print(body: dict, as_json: bool) -> None:
 
 @click.command()
 @click.argument("photo", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--top", type=click.IntRange(1, 100), default=None, help="How many songs (default: IMAGE2MOOD_TOP).")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=None,
-              help="Weight of the image route, 0 = caption only (default: IMAGE2MOOD_ALPHA).")
+@click.option("--top", type=int, default=None, help="How many songs, 1 to 100 (default: IMAGE2MOOD_TOP).")
+@click.option("--alpha", type=float, default=None,
+              help="Weight of the image route, 0 = caption only, to 1 (default: IMAGE2MOOD_ALPHA).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--push", metavar="NAME", default=None,
+              help="Create or replace the playlist NAME on the music server (IMAGE2MOOD_SUBSONIC_URL) with the "
+              "answer's songs that came from it.")
 @store_option
 @click.pass_obj
 def recommend(settings: Settings, photo: Path, top: int | None, alpha: float | None, as_json: bool,
-              store: str | None) -> None:
+              push: str | None, store: str | None) -> None:
     """Songs from the store that fit PHOTO's mood, with its caption and mood words."""
     from image2mood.images import load_photo
+    from image2mood.subsonic import SubsonicClient
 
     settings = with_store(settings, store)
     image = load_photo(photo, name=str(photo), max_pixels=settings.max_image_pixels)  # before the slow imports
+    server = SubsonicClient.from_settings(settings) if push is not None else None
+    if server is not None:
+        server.ping()  # a wrong address or login stops here, before the models load
 
     from image2mood.answers import recommendation_json
-    from image2mood.recommend import Options, Recommender
+    from image2mood.recommend import Recommender
+    from service.fields import QueryOptions, parse
 
-    result = Recommender.open(settings).for_photo(image, Options(top=top or settings.top, alpha=alpha))
+    options = parse(QueryOptions, {"top": top, "alpha": alpha}).options(settings.top)  # the API's own checks
+    result = Recommender.open(settings).for_photo(image, options)
     _print(recommendation_json(result), as_json)
+    if server is not None and push is not None:
+        with server:
+            playlist = server.push_songs(push, [ranked.song for ranked in result.songs])
+        click.echo(f"pushed {len(playlist.song_ids)} songs to the playlist {playlist.name!r} on {server.url}",
+                   err=True)
 
 
 commands = [serve, recommend]

@@ -1,4 +1,5 @@
-"""The API's request fields, typed once: the API validates with these models, /api/openapi.json is built from them.
+"""The request fields, typed once: the API (and `recommend`) validate with these models, and
+/api/openapi.json is built from them.
 
 An empty field counts as not given. Every bad field (not a number, NaN or ±inf, out of range,
 ``min_duration`` above ``max_duration``) is a 400 whose message names the field.
@@ -11,13 +12,17 @@ from typing import Any, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
-from werkzeug.exceptions import BadRequest
 
+from image2mood.errors import Image2MoodError
 from image2mood.recommend import Options
 from image2mood.store.base import SongFilter
 
 MAX_TEXT = 1000
 """Longest accepted text field (characters); CLAP reads far fewer tokens."""
+
+
+class FieldError(Image2MoodError):
+    """Request fields that are not what their model allows (the service answers 400)."""
 
 
 class QueryOptions(BaseModel):
@@ -72,11 +77,11 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 def parse(model: type[Model], values: Mapping[str, str]) -> Model:
-    """Validate request fields with ``model``; a 400 naming every bad field otherwise."""
+    """Validate request fields with ``model``; a FieldError naming every bad field otherwise."""
     try:
         return model.model_validate(dict(values))
     except ValidationError as exc:
-        raise BadRequest("; ".join(_message(model, error) for error in exc.errors())) from None
+        raise FieldError("; ".join(_message(model, error) for error in exc.errors())) from None
 
 
 def _message(model: type[BaseModel], error: ErrorDetails) -> str:

@@ -350,6 +350,9 @@ def test_recommend_json_songs_json_and_the_api_share_one_song_shape(
     assert list(cli_body) == list(api_body)
     assert [list(s) for s in cli_body["songs"]] == [list(s) for s in api_body["songs"]]
 
+    refused = run_cli(["recommend", str(photo), "--alpha", "nan", "--store", store], env, tmp_path)  # the API's checks
+    assert refused.returncode == 1 and "'alpha'" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+
     listing = run_cli(["songs", "--json", "--store", store], env, tmp_path)
     assert listing.returncode == 0, listing.stderr
     listed = [json.loads(line) for line in listing.stdout.splitlines()]
