@@ -27,12 +27,11 @@ from image2mood.store import Song, open_store
 from image2mood.vectors import l2_normalise
 from image2mood_cli.main import cli
 from media import write_tone
+from test_web import ARTIFACTS, screenshot
 from tuning.cache import QueryCache
 from tuning.evalset import load_set
 from tuning.sweep import Knobs, SongVectors, Sweep, query_vector, query_vectors
 
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "test-artifacts"
 PHOTOS, TEXTS = 8, 4
 PER_QUERY = 3  # relevant songs per query
 DISTRACTORS = 40
@@ -160,7 +159,8 @@ def test_alpha_sweep_writes_a_report_that_opens_in_chromium(world: dict, tiny_mo
     report = json.loads((world["work"] / "run-alpha" / "report.json").read_text())
     assert [c["knobs"]["alpha"] for c in report["configs"]] == [0.0, 0.5, 1.0]
     assert [c["name"] for c in report["configs"]] == ["alpha=0.0", "alpha=0.5", "alpha=1.0"]
-    assert report["best"]["name"] == "alpha=0.5"  # the truth was planted at the configured 0.5
+    assert report["best"]["name"] == report["baseline"] == "alpha=0.5"  # planted at the configured 0.5
+    assert report["configs"][0]["vs_baseline"][f"ndcg@{K}"]["verdict"] == "B worse"
     assert report["configs"][1]["metrics"][f"ndcg@{K}"]["mean"] == pytest.approx(1.0)
     assert "best setting: alpha=0.5" in output
     assert "IMAGE2MOOD_ALPHA=0.5" in config.read_text().splitlines()
@@ -178,8 +178,8 @@ def test_alpha_sweep_writes_a_report_that_opens_in_chromium(world: dict, tiny_mo
         assert len(thumbs) == PHOTOS
         assert all(driver.execute_script("return arguments[0].naturalWidth", t) > 0 for t in thumbs)
         assert len(driver.find_elements("css selector", "tr.hit")) == (PHOTOS + TEXTS) * K
-        ARTIFACTS.mkdir(exist_ok=True)
-        assert driver.save_screenshot(str(ARTIFACTS / "tune-report.png"))
+        screenshot(driver, ARTIFACTS / "tune-report.png")
+        assert (ARTIFACTS / "tune-report.png").stat().st_size > 10_000
     finally:
         driver.quit()
 
@@ -230,6 +230,22 @@ def test_a_cached_second_sweep_calls_neither_blip_nor_clip(world: dict, tiny_mod
     assert (blip.calls, clip_images.calls, clip_texts.calls) == (PHOTOS, PHOTOS, prompt_calls)  # none new
     warm = json.loads((world["work"] / "run-warm" / "report.json").read_text())["cache"]
     assert warm["hits"]["photo"] == PHOTOS and "photo" not in warm["computed"]
+
+
+def test_vocabulary_templates_caps_and_mmr_are_swept(world: dict, tiny_models: Path) -> None:
+    tune(run_args(world, "planted", "run-knobs", "--vocabulary", "calm,happy,sad", "--vocabulary", "dark,epic,dreamy,x",
+                  "--templates", "{} music", "--max-per-artist", "none,1", "--mmr", "none,0.5"), tiny_models)
+    report = json.loads((world["work"] / "run-knobs" / "report.json").read_text())
+    assert len(report["configs"]) == 2 * 2 * 2
+    assert "the configured setting is not among those tried" in " ".join(report["notes"])
+    names = {c["name"] for c in report["configs"]}
+    assert "vocabulary=calm+happy+sad max_per_artist=1 mmr=0.5" in names, names
+    capped = [c for c in report["configs"] if c["knobs"]["max_per_artist"] == 1]
+    assert len(capped) == 4
+    for config in capped:  # one song per artist: no artist holds more than 1 of the top K
+        assert config["health"]["artist_concentration"] == pytest.approx(1 / K), config["health"]
+    best = report["configs"][report["best"]["index"]]
+    assert {m for q in report["queries"] for m in q["moods"]} <= set(best["knobs"]["vocabulary"])
 
 
 def test_song_vector_knobs_reembed_into_a_separate_store(tiny_models: Path, tmp_path: Path) -> None:

@@ -41,8 +41,9 @@ class CacheStats:
     computed: dict[str, int] = field(default_factory=dict)
 
     def count(self, kind: str, hit: bool, n: int = 1) -> None:
-        counter = self.hits if hit else self.computed
-        counter[kind] = counter.get(kind, 0) + n
+        if n:
+            counter = self.hits if hit else self.computed
+            counter[kind] = counter.get(kind, 0) + n
 
 
 def _digest(data: bytes) -> str:

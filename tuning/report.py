@@ -56,8 +56,8 @@ def _comparisons(base: ConfigResult | dict, other: ConfigResult | dict) -> dict[
 
 
 def build(result: SweepResult, set_path: Path) -> dict:
-    """Every number of a sweep as one JSON-ready dict; the first setting is the baseline."""
-    baseline = result.configs[0]
+    """Every number of a sweep as one JSON-ready dict; each setting is compared with the baseline."""
+    baseline = result.configs[result.baseline]
     configs = []
     for config in result.configs:
         configs.append({
@@ -98,7 +98,7 @@ def build(result: SweepResult, set_path: Path) -> dict:
         "stores": result.stores,
         "cache": result.cache,
         "notes": result.notes,
-        "baseline": configs[0]["name"],
+        "baseline": configs[result.baseline]["name"],
         "best": {"index": best_index, "name": configs[best_index]["name"], "knobs": configs[best_index]["knobs"],
                  "vs_baseline": configs[best_index]["vs_baseline"]},
         "configs": configs,
@@ -270,12 +270,13 @@ def render_html(report: dict) -> str:
     parts.append(f"<h2>Metrics</h2><img class='plot' id='metric-plot' alt='metrics against alpha' "
                  f"src='{plot_metrics(report)}'>")
     header = "".join(f"<th>{e(m)}</th>" for m in names)
-    parts.append(f"<h2>Every setting</h2><table><tr><th>setting</th>{header}<th>mean cosine</th>"
-                 f"<th>coverage</th><th>artist share</th><th>hubness skew</th></tr>")
+    parts.append(f"<h2>Every setting</h2><table><tr><th>setting</th>{header}<th>{e(report['primary'])} vs "
+                 f"baseline</th><th>mean cosine</th><th>coverage</th><th>artist share</th><th>hubness skew</th></tr>")
     for config in report["configs"]:
         h = config["health"]
         cells = "".join(f"<td>{_interval(config['metrics'][m])}</td>" for m in names)
-        parts.append(f"<tr><td>{e(config['name'])}</td>{cells}<td>{_fmt(h['mean_pairwise_cosine'])}</td>"
+        versus = config["vs_baseline"].get(report["primary"], {}).get("verdict", "–")
+        parts.append(f"<tr><td>{e(config['name'])}</td>{cells}<td>{e(versus)}</td><td>{_fmt(h['mean_pairwise_cosine'])}</td>"
                      f"<td>{_fmt(h['coverage'], '.2f')}</td><td>{_fmt(h['artist_concentration'], '.2f')}</td>"
                      f"<td>{_fmt(h['hubness_skew'], '.2f')}</td></tr>")
     parts.append("</table>")

@@ -86,6 +86,11 @@ class SweepSpec:
     song_vectors: list[SongVectors] = field(default_factory=list)  # empty: the configured store only
     k: int = 10
 
+    def baseline(self, settings: Settings) -> Knobs:
+        """The knobs as the configuration sets them: what every other setting is compared with."""
+        return Knobs(settings.alpha, settings.projection_path(), MOOD_TEMPLATES, MOODS, None, None, FACE_WEIGHT,
+                     SongVectors(settings.windows_per_song, settings.window_seconds))
+
     def grid(self, configured: SongVectors) -> list[Knobs]:
         songs = self.song_vectors or [configured]
         return [Knobs(*values) for values in itertools.product(
@@ -150,6 +155,7 @@ class SweepResult:
     cache: dict[str, dict[str, int]]
     notes: list[str]
     k: int
+    baseline: int  # index of the setting the others are compared with
 
     @property
     def primary(self) -> str:
@@ -301,8 +307,13 @@ class Sweep:
             for store in stores.values():
                 store.close()
         _name(configs)
+        configured_knobs = spec.baseline(self.settings)
+        baseline = next((i for i, c in enumerate(configs) if c.knobs == configured_knobs), 0)
+        if configs[baseline].knobs != configured_knobs:
+            notes.append(f"the configured setting is not among those tried; compared with {configs[0].name}")
         return SweepResult(vectors, configs, store_facts, song_labels,
-                           {"hits": self.cache.stats.hits, "computed": self.cache.stats.computed}, notes, spec.k)
+                           {"hits": self.cache.stats.hits, "computed": self.cache.stats.computed}, notes, spec.k,
+                           baseline)
 
     def _check_relevant(self, vectors: list[QueryVectors], song_ids: set[str], notes: list[str]) -> None:
         missing = sum(len(v.query.relevant - song_ids) for v in vectors)
