@@ -79,7 +79,8 @@ def world(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     queries = np.stack([query_vector(qv, knobs, head, sweep.space(MOODS, MOOD_TEMPLATES)) for qv in vectors])
 
     rng = np.random.default_rng(7)
-    planted = [l2_normalise(q + 0.3 * l2_normalise(rng.normal(size=q.shape))) for q in queries for _ in range(PER_QUERY)]
+    planted = [l2_normalise(q + 0.3 * l2_normalise(rng.normal(size=q.shape)))
+               for q in queries for _ in range(PER_QUERY)]
     planted += list(l2_normalise(rng.normal(size=(DISTRACTORS, queries.shape[1]))))
     matrix = np.stack(planted)
     paths = [work / "music" / f"artist{i % 7}" / f"song{i}.flac" for i in range(len(matrix))]

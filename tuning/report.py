@@ -44,12 +44,11 @@ def compare_values(a: Sequence[float | None], b: Sequence[float | None]) -> metr
     return metrics.paired([x for x, _ in pairs], [y for _, y in pairs]) if pairs else None
 
 
-def _comparisons(base: ConfigResult | dict, other: ConfigResult | dict) -> dict[str, dict]:
-    base_values = base.per_query if isinstance(base, ConfigResult) else base["per_query"]
-    other_values = other.per_query if isinstance(other, ConfigResult) else other["per_query"]
+def _comparisons(base: ConfigResult, other: ConfigResult) -> dict[str, dict]:
+    """Each metric of ``other`` against ``base``, query by query."""
     out = {}
-    for name, values in other_values.items():
-        comparison = compare_values(base_values.get(name, []), values)
+    for name, values in other.per_query.items():
+        comparison = compare_values(base.per_query.get(name, []), values)
         if comparison is not None:
             out[name] = comparison.to_json()
     return out
@@ -240,8 +239,72 @@ body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;padding:3px 7px;font-size:13px}
 th{background:#f3f3f3}.query{display:flex;gap:16px;border-top:1px solid #ddd;padding:12px 0}
 .query img{width:160px;height:auto;border-radius:4px}.hit{background:#e3f6e3}.hit td:first-child::before{content:"✓ "}
-.verdict{font-weight:600}.note{color:#555}img.plot{max-width:100%}
+.note{color:#555}img.plot{max-width:100%}
 """
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """An HTML table; cells are already-escaped HTML."""
+    head = "".join(f"<th>{cell}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _best_section(report: dict, best: dict, names: list[str]) -> str:
+    rows = []
+    for metric in names:
+        versus = best["vs_baseline"].get(metric)
+        rows.append([html.escape(metric), _interval(best["metrics"][metric]),
+                     _interval(versus["difference"]) if versus else "–",
+                     f"<b>{html.escape(versus['verdict'])}</b>" if versus else "–"])
+    return (f"<h2>Best setting: {html.escape(best['name'])}</h2><p>by {html.escape(report['primary'])}, against "
+            f"the baseline ({html.escape(report['baseline'])}):</p>"
+            + _table(["metric", "best", "best − baseline", "verdict"], rows))
+
+
+def _settings_section(report: dict, names: list[str]) -> str:
+    rows = []
+    for config in report["configs"]:
+        h = config["health"]
+        versus = config["vs_baseline"].get(report["primary"], {}).get("verdict", "–")
+        rows.append([html.escape(config["name"]), *(_interval(config["metrics"][m]) for m in names),
+                     html.escape(versus), _fmt(h["mean_pairwise_cosine"]), _fmt(h["coverage"], ".2f"),
+                     _fmt(h["artist_concentration"], ".2f"), _fmt(h["hubness_skew"], ".2f")])
+    header = ["setting", *map(html.escape, names), f"{html.escape(report['primary'])} vs baseline",
+              "mean cosine", "coverage", "artist share", "hubness skew"]
+    return "<h2>Every setting</h2>" + _table(header, rows)
+
+
+def _health_section(report: dict, best: dict) -> str:
+    h, k = best["health"], report["k"]
+    artists = ", ".join(f"{artist} {share:.0%}" for artist, share in h["top_artists"])
+    rows = [
+        ["songs", str(h["songs"])],
+        ["mean pairwise cosine of the audio vectors (collapse above ~0.8)", _fmt(h["mean_pairwise_cosine"])],
+        ["score spread: std of a query's scores over the library", _fmt(h["score_std"], ".4f")],
+        [f"score spread: 1st result minus the one at rank {k}", _fmt(h["top_gap"], ".4f")],
+        ["largest share of one artist in a result list", _fmt(h["artist_concentration"], ".2f")],
+        ["top artists in all results", html.escape(artists) or "–"],
+        [f"coverage: share of the library in any top {k}", _fmt(h["coverage"], ".2f")],
+        [f"hubs: songs in the top {k} of half the queries or more",
+         f"{len(h['hubs'])} (skew of how often songs appear: {_fmt(h['hubness_skew'], '.2f')})"],
+    ]
+    return "<h2>Library health (best setting)</h2>" + _table(["measure", "value"], rows)
+
+
+def _query_card(query: dict) -> str:
+    e = html.escape
+    thumb = _thumbnail(query.get("photo"))
+    image = f"<img alt='{e(query['id'])}' src='{thumb}'>" if thumb else ""
+    wanted = ", ".join(query.get("labels", [])) or f"{len(query.get('relevant', []))} songs named"
+    rows = "".join(
+        f"<tr class='{'hit' if r['hit'] else ''}'><td>{i}</td><td>{e(r['title'])}</td><td>{e(r['artist'] or '?')}</td>"
+        f"<td>{r['score']:.3f}</td><td>{e(', '.join(r['moods']))}</td><td>{e(', '.join(r['labels']))}</td></tr>"
+        for i, r in enumerate(query["results"], 1))
+    return (f"<div class='query'>{image}<div><b>{e(query['id'])}</b>: {e(query.get('caption') or query.get('text'))}"
+            f"<br><span class='note'>wants: {e(wanted)}; query moods: {e(', '.join(query['moods']))}</span>"
+            f"<table><tr><th>#</th><th>title</th><th>artist</th><th>score</th><th>moods</th><th>labels</th></tr>"
+            f"{rows}</table></div></div>")
 
 
 def render_html(report: dict) -> str:
@@ -249,65 +312,23 @@ def render_html(report: dict) -> str:
     e = html.escape
     names = _metric_names(report)
     best = report["configs"][report["best"]["index"]]
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>image2mood tuning report</title>"
-             f"<style>{STYLE}</style></head><body>",
-             f"<h1>Tuning report</h1><p>Set <code>{e(report['set'])}</code>, {len(report['queries'])} queries, "
-             f"top {report['k']}, created {e(report['created'])}.</p>"]
-    for note in report["notes"]:
-        parts.append(f"<p class='note'>{e(note)}</p>")
     cache = report["cache"]
-    parts.append(f"<p class='note'>query vectors: computed {e(json.dumps(cache['computed']))}, "
-                 f"from cache {e(json.dumps(cache['hits']))}</p>")
-    parts.append(f"<h2>Best setting: {e(best['name'])}</h2><p>by {e(report['primary'])}; against the baseline "
-                 f"({e(report['baseline'])}):</p><table><tr><th>metric</th><th>best</th><th>B − A</th><th>verdict</th></tr>")
-    for metric in names:
-        versus = best["vs_baseline"].get(metric)
-        diff = versus["difference"] if versus else None
-        parts.append(f"<tr><td>{e(metric)}</td><td>{_interval(best['metrics'][metric])}</td>"
-                     f"<td>{_interval(diff) if diff else '–'}</td>"
-                     f"<td class='verdict'>{e(versus['verdict']) if versus else '–'}</td></tr>")
-    parts.append("</table>")
-    parts.append(f"<h2>Metrics</h2><img class='plot' id='metric-plot' alt='metrics against alpha' "
-                 f"src='{plot_metrics(report)}'>")
-    header = "".join(f"<th>{e(m)}</th>" for m in names)
-    parts.append(f"<h2>Every setting</h2><table><tr><th>setting</th>{header}<th>{e(report['primary'])} vs "
-                 f"baseline</th><th>mean cosine</th><th>coverage</th><th>artist share</th><th>hubness skew</th></tr>")
-    for config in report["configs"]:
-        h = config["health"]
-        cells = "".join(f"<td>{_interval(config['metrics'][m])}</td>" for m in names)
-        versus = config["vs_baseline"].get(report["primary"], {}).get("verdict", "–")
-        parts.append(f"<tr><td>{e(config['name'])}</td>{cells}<td>{e(versus)}</td><td>{_fmt(h['mean_pairwise_cosine'])}</td>"
-                     f"<td>{_fmt(h['coverage'], '.2f')}</td><td>{_fmt(h['artist_concentration'], '.2f')}</td>"
-                     f"<td>{_fmt(h['hubness_skew'], '.2f')}</td></tr>")
-    parts.append("</table>")
-    h = best["health"]
-    parts.append("<h2>Library health (best setting)</h2><table>"
-                 f"<tr><td>songs</td><td>{h['songs']}</td></tr>"
-                 f"<tr><td>mean pairwise cosine of the audio vectors (collapse above ~0.8)</td>"
-                 f"<td>{_fmt(h['mean_pairwise_cosine'])}</td></tr>"
-                 f"<tr><td>score spread: std of a query's scores over the library</td><td>{_fmt(h['score_std'], '.4f')}</td></tr>"
-                 f"<tr><td>score spread: 1st minus k-th result</td><td>{_fmt(h['top_gap'], '.4f')}</td></tr>"
-                 f"<tr><td>largest share of one artist in a result list</td><td>{_fmt(h['artist_concentration'], '.2f')}</td></tr>"
-                 f"<tr><td>top artists in all results</td><td>{e(', '.join(f'{a} {s:.0%}' for a, s in h['top_artists']))}</td></tr>"
-                 f"<tr><td>coverage: share of the library in any top {report['k']}</td><td>{_fmt(h['coverage'], '.2f')}</td></tr>"
-                 f"<tr><td>hubs: songs in the top {report['k']} of half the queries or more</td>"
-                 f"<td>{len(h['hubs'])} (skew {_fmt(h['hubness_skew'], '.2f')})</td></tr></table>")
-    parts.append(f"<h2>Per query ({e(best['name'])})</h2>")
-    for query in report["queries"]:
-        thumb = _thumbnail(query.get("photo"))
-        title = e(query.get("caption") or query.get("text") or "")
-        wanted = ", ".join(query.get("labels", [])) or f"{len(query.get('relevant', []))} songs named"
-        rows = "".join(
-            f"<tr class='{'hit' if r['hit'] else ''}'><td>{i}</td><td>{e(r['title'])}</td><td>{e(r['artist'] or '?')}</td>"
-            f"<td>{r['score']:.3f}</td><td>{e(', '.join(r['moods']))}</td><td>{e(', '.join(r['labels']))}</td></tr>"
-            for i, r in enumerate(query["results"], 1))
-        image = f"<img alt='{e(query['id'])}' src='{thumb}'>" if thumb else ""
-        parts.append(
-            f"<div class='query'>{image}<div>"
-            f"<b>{e(query['id'])}</b>: {title}<br><span class='note'>wants: {e(wanted)}; query moods: "
-            f"{e(', '.join(query['moods']))}</span><table><tr><th>#</th><th>title</th><th>artist</th>"
-            f"<th>score</th><th>moods</th><th>labels</th></tr>{rows}</table></div></div>")
-    parts.append("</body></html>")
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>image2mood tuning report</title>"
+        f"<style>{STYLE}</style></head><body><h1>Tuning report</h1>",
+        f"<p>Set <code>{e(report['set'])}</code>, {len(report['queries'])} queries, top {report['k']}, "
+        f"created {e(report['created'])}.</p>",
+        *(f"<p class='note'>{e(note)}</p>" for note in report["notes"]),
+        f"<p class='note'>query vectors: computed {e(json.dumps(cache['computed']))}, "
+        f"from the cache {e(json.dumps(cache['hits']))}</p>",
+        _best_section(report, best, names),
+        f"<h2>Metrics</h2><img class='plot' id='metric-plot' alt='metrics against alpha' src='{plot_metrics(report)}'>",
+        _settings_section(report, names),
+        _health_section(report, best),
+        f"<h2>Per query ({e(best['name'])})</h2>",
+        *map(_query_card, report["queries"]),
+        "</body></html>",
+    ]
     return "\n".join(parts)
 
 

@@ -28,7 +28,7 @@ from image2mood.models.resolve import resolve_model
 from image2mood.moods import MOOD_TEMPLATES, MOODS, FaceReader, FaceReading, Mood, MoodSpace
 from image2mood.recommend import FACE_WEIGHT, Options, RankedSong, Recommender, face_moods, face_pull, fuse, project
 from image2mood.store import open_configured_store, open_store
-from image2mood.store.base import Song, SongStore, StoreInfo
+from image2mood.store.base import Song, SongStore
 from image2mood.vectors import l2_normalise
 from tuning import metrics
 from tuning.cache import QueryCache
