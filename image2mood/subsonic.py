@@ -24,6 +24,7 @@ import httpx
 
 from image2mood.config import Settings
 from image2mood.errors import Image2MoodError
+from image2mood.store.base import Song
 
 API_VERSION = "1.16.1"
 CLIENT_NAME = "image2mood"
@@ -195,6 +196,15 @@ class SubsonicClient:
             if mine is None:
                 raise SubsonicError(f"the Subsonic server at {self.url} did not keep the playlist {name!r}")
         return self.playlist(mine.id)
+
+    def push_songs(self, name: str, songs: Sequence[Song]) -> ServerPlaylist:
+        """:meth:`push_playlist` with those of ``songs`` that came from this server, in their order."""
+        prefix = self.song_uri("")
+        ids = [server_song_id(song.path) or "" for song in songs if song.path.startswith(prefix)]
+        if not ids:
+            raise SubsonicError(f"none of these songs came from the Subsonic server at {self.url}, so no playlist "
+                                "was made; index its songs with `image2mood index subsonic`")
+        return self.push_playlist(name, ids)
 
     # -- plumbing ---------------------------------------------------------------------------------
 

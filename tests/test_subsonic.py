@@ -6,6 +6,8 @@ the API, rerun, remove a song on the server, push playlists and read them back, 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from conftest import CLI, free_port
 from image2mood.audio import decode_stream, decode_windows
@@ -25,10 +28,12 @@ from image2mood.errors import AudioDecodeError
 from image2mood.library import embed, file_facts, prepare, store_info
 from image2mood.models.factory import clap_encoder
 from image2mood.store import open_store
+from image2mood_cli.main import cli
 from image2mood.subsonic import SubsonicClient, SubsonicError, server_song_id
 from indexer.pipeline import Indexer
 from indexer.subsonic import index_server, server_facts
 from media import write_tone
+from media_images import write_photo
 
 USER, PASSWORD = "ana", "s3cret pass"
 SONGS = {
@@ -161,6 +166,48 @@ def test_a_pushed_playlist_reads_back_in_order_and_is_replaced_by_name(server: S
         assert second.id == first.id and second.song_ids == tuple(ids[2:] + ids[:1])
         assert client.playlist(first.id).song_ids == tuple(ids[2:] + ids[:1])
         assert [p.name for p in client.playlists()].count("image2mood: rainy day") == 1
+
+
+def test_the_cli_indexes_the_server_beside_a_folder_named_subsonic_and_pushes_an_answer(
+        server: Supysonic, tiny_models: Path, tmp_path: Path) -> None:
+    env = {"IMAGE2MOOD_MODELS": str(tiny_models), "IMAGE2MOOD_STORE": str(tmp_path / "store"),
+           "IMAGE2MOOD_WINDOWS_PER_SONG": "2", "IMAGE2MOOD_SUBSONIC_URL": server.url,
+           "IMAGE2MOOD_SUBSONIC_USER": USER, "IMAGE2MOOD_SUBSONIC_PASSWORD": PASSWORD}
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(cli, list(args), env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    assert "indexed 4, unchanged 0, removed 0, failed 0" in run("index", "subsonic", "-v")
+    (tmp_path / "subsonic").mkdir()
+    write_tone(tmp_path / "subsonic" / "local.flac", seconds=6, tags={"title": "Local"})
+    assert "indexed 1, unchanged 0, removed 0, failed 0" in run("index", "./subsonic")
+    refused = runner.invoke(cli, ["index", "subsonic", "./subsonic"], env=env)
+    assert refused.exit_code == 2 and "./subsonic" in refused.output
+
+    answer = json.loads(run("recommend", str(write_photo(tmp_path / "photo.jpg")), "--json", "--push", "Photo"))
+    with open_store(env["IMAGE2MOOD_STORE"], info=None, create=False) as store:
+        paths = [song.path for song in store.get([song["id"] for song in answer["songs"]])]
+    assert len(paths) == len(SONGS) + 1
+    expected = tuple(server_song_id(path) for path in paths if server_song_id(path))
+    with server.client() as client:
+        pushed = next(p for p in client.playlists() if p.name == "Photo")
+        assert client.playlist(pushed.id).song_ids == expected and len(expected) == len(SONGS)
+
+
+def test_the_login_tries_a_salted_token_first_and_the_password_only_when_tokens_are_refused(
+        server: Supysonic) -> None:
+    sent: list[httpx.URL] = []
+    with server.client() as client:
+        client._http.event_hooks["request"].append(lambda request: sent.append(request.url))
+        client.ping()
+        client.ping()
+    first, fallback, later = (dict(url.params) for url in sent)
+    assert "p" not in first and first["t"] == hashlib.md5((PASSWORD + first["s"]).encode()).hexdigest()
+    assert first["u"] == USER and first["c"] == "image2mood" and first["f"] == "json"
+    assert fallback["p"] == later["p"] == "enc:" + PASSWORD.encode().hex() and "t" not in fallback  # Supysonic 0.7.9
 
 
 def test_a_wrong_password_is_one_clear_line(server: Supysonic) -> None:
