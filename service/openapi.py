@@ -49,6 +49,14 @@ def openapi_document() -> dict[str, Any]:
             "mood": {"type": "string"}, "probability": {"type": "number"},
             "face_probability": {"type": "number"}}},
         "timings_ms": {"type": "object", "additionalProperties": {"type": "number"}}}}]}
+    name = {"type": ["string", "null"], "description": "A hub id, or a local model's folder or file name."}
+    health = {"type": "object", "required": ["status", "models", "tiny_models", "store"], "properties": {
+        "status": {"type": "string", "enum": ["ok"]},
+        "models": {"type": "object", "required": ["clip", "blip", "clap", "projection"],
+                   "properties": {kind: name for kind in ("clip", "blip", "clap", "projection")}},
+        "tiny_models": {"type": "boolean", "description": "Random demo weights: results mean nothing."},
+        "store": {"type": "object", "required": ["kind", "songs"], "properties": {
+            "kind": {"type": "string", "enum": ["embedded", "server"]}, "songs": {"type": "integer"}}}}}
     error = {"type": "object", "required": ["error"], "properties": {"error": {
         "type": "object", "required": ["status", "message"],
         "properties": {"status": {"type": "integer"}, "message": {"type": "string"}}}}}
@@ -58,8 +66,8 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "image2mood", "version": __version__,
                  "description": "A photo in, songs from your own library that fit its mood out."},
         "paths": {
-            "/api/health": {"get": {"summary": "Models, store and song count.",
-                                    "responses": {"200": {"description": "The service is up."}}}},
+            "/api/health": {"get": {"summary": "Model names, store kind and song count.",
+                                    "responses": {"200": _json("Health", "The service is up.")}}},
             "/api/recommend": {"post": {
                 "summary": "Songs for a photo, with its caption and moods.",
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -86,5 +94,6 @@ def openapi_document() -> dict[str, Any]:
                               "206": {"description": "Part of it."}, "404": _ERRORS["404"], "416": _ERRORS["416"]}}},
         },
         "components": {"schemas": {"Mood": mood, "Song": song, "RankedSong": ranked, "Results": results,
-                                   "PhotoResults": photo, "Error": error}},
+                                   "PhotoResults": photo, "Health": health,
+                                   "Error": error}},
     }

@@ -72,6 +72,10 @@ def test_health_names_models_and_counts_songs(client: FlaskClient, library: Sett
     assert body["models"] == {"clip": "clip", "blip": "blip", "clap": "clap", "projection": "projection.pt"}
     text = response.get_data(as_text=True)  # names, never where they live on this machine
     assert str(library.models) not in text and str(Path(library.store).parent) not in text
+    schema = client.get("/api/openapi.json").get_json()["components"]["schemas"]["Health"]
+    assert list(schema["properties"]) == schema["required"] == list(body)
+    for part in ("models", "store"):
+        assert schema["properties"][part]["required"] == list(body[part])
 
 
 def test_recommend_returns_the_documented_schema(client: FlaskClient, tmp_path: Path) -> None:
