@@ -67,11 +67,11 @@ def tiny(target: Path) -> None:
 @click.pass_obj
 def download(settings: Settings, target: Path) -> None:
     """Download the configured CLIP, BLIP and CLAP models into TARGET/{clip,blip,clap} (needs internet)."""
-    from image2mood.models.resolve import download_model
+    from image2mood.models.resolve import download_model, looks_like_path
 
     for kind in ("clip", "blip", "clap"):
         spec = settings.model_spec(kind)
-        if Path(spec).exists():
+        if looks_like_path(spec):  # a folder (a model set's, which may not exist yet): fetch the default
             spec = DEFAULT_MODELS[kind]
         click.echo(f"downloading {spec} ...")
         download_model(kind, spec, target / kind)
