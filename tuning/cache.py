@@ -1,9 +1,9 @@
 """Query vectors cached on disk, so a sweep runs BLIP and CLIP once per photo, ever.
 
-A photo's entry (its BLIP caption and CLIP image vector) is keyed by the photo's content hash and the
-fingerprints of the BLIP and CLIP models (and the caption length); a text's vector by the text and the
-fingerprint of the model that embedded it. Another model, or a changed photo, is simply a miss.
-Models load only on a miss.
+A photo's entry (its BLIP caption, CLIP image vector and the moods its faces pull towards) is keyed
+by the photo's content hash and the fingerprints of the BLIP and CLIP models and the face models (and
+the caption length); a text's vector by the text and the fingerprint of the model that embedded it.
+Another model, or a changed photo, is simply a miss. Models load only on a miss.
 
 Layout: ``DIR/photo-<fp>/<sha256>.npz``, ``DIR/clap-text-<fp>/<sha256>.npy``, ``DIR/clip-text-<fp>/…``.
 """
@@ -11,6 +11,7 @@ Layout: ``DIR/photo-<fp>/<sha256>.npz``, ``DIR/clap-text-<fp>/<sha256>.npy``, ``
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -21,16 +22,20 @@ from pathlib import Path
 import numpy as np
 
 from image2mood.config import ModelKind, Settings
+from image2mood.errors import ModelNotFoundError
+from image2mood.faces.reader import Face, FaceModels, mood_weights
 from image2mood.images import load_photo
 from image2mood.models import factory
 from image2mood.models.projection import model_fingerprint
 from image2mood.models.resolve import resolve_model
+from image2mood.moods import FaceReader
 
 
 @dataclass(frozen=True)
 class PhotoVectors:
     caption: str
     clip: np.ndarray  # L2-normalised CLIP image vector
+    face_moods: dict[str, float]  # mood key → how strongly the photo's faces pull towards it
 
 
 @dataclass
@@ -73,10 +78,32 @@ class QueryCache:
     def _fingerprint(self, kind: ModelKind) -> str:
         return model_fingerprint(resolve_model(kind, self.settings.model_spec(kind)))
 
+    def _faces_fingerprint(self) -> str:
+        """The face models' files by name and size ("none" without them: CLIP's reading stands in)."""
+        folder = self.settings.faces_folder()
+        files = sorted((p.relative_to(folder).as_posix(), p.stat().st_size)
+                       for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+        return _digest(json.dumps(files).encode())[:16] if files else "none"
+
     @cached_property
     def _photo_dir(self) -> Path:
-        key = f"{self._fingerprint('blip')}|{self._fingerprint('clip')}|{self.settings.caption_tokens}"
+        key = (f"{self._fingerprint('blip')}|{self._fingerprint('clip')}|{self.settings.caption_tokens}|"
+               f"{self._faces_fingerprint()}|{self.settings.face_min_size}")
         return self.folder / f"photo-{_digest(key.encode())[:16]}"
+
+    @cached_property
+    def _face_models(self) -> FaceModels | None:
+        try:
+            return FaceModels(self.settings.faces_folder(), self.settings.face_min_size)
+        except ModelNotFoundError:
+            return None
+
+    def _faces(self, image, clip: np.ndarray) -> list[Face]:
+        """The photo's faces as the product reads them: the face models, else CLIP's zero-shot reading."""
+        if self._face_models is not None:
+            return self._face_models.read(image)
+        reading = FaceReader(self.clip_text).read(clip)
+        return [] if reading is None else [Face.from_reading(reading)]
 
     def photo(self, path: Path) -> PhotoVectors:
         """Caption and CLIP vector of a photo file: from the cache, or computed once and stored."""
@@ -85,13 +112,15 @@ class QueryCache:
         if entry.is_file():
             with np.load(entry, allow_pickle=False) as stored:
                 self.stats.count("photo", hit=True)
-                return PhotoVectors(str(stored["caption"]), stored["clip"])
+                return PhotoVectors(str(stored["caption"]), stored["clip"], json.loads(str(stored["face_moods"])))
         image = load_photo(data, name=str(path), max_pixels=self.settings.max_image_pixels)
         caption = factory.captioner(self.settings).caption([image])[0]
         clip = factory.image_encoder(self.settings).encode_images([image])[0]
-        _atomic_write(entry, lambda fh: np.savez(fh, caption=np.array(caption), clip=clip))
+        moods = mood_weights(self._faces(image, clip), image.size)
+        _atomic_write(entry, lambda fh: np.savez(fh, caption=np.array(caption), clip=clip,
+                                                 face_moods=np.array(json.dumps(moods))))
         self.stats.count("photo", hit=False)
-        return PhotoVectors(caption, clip)
+        return PhotoVectors(caption, clip, moods)
 
     def clap_text(self, texts: Sequence[str]) -> np.ndarray:
         """CLAP text vectors (captions, free-text queries, mood prompts), cached per text."""

@@ -78,7 +78,7 @@ def build(result: SweepResult, set_path: Path) -> dict:
         queries.append({
             **qv.query.to_json(),
             "caption": qv.caption,
-            "face": qv.face.to_json() if qv.face else None,
+            "face_moods": {mood: round(w, 4) for mood, w in qv.face_moods.items()},
             "moods": moods,
             "results": [{
                 "id": r.song.id, "title": r.song.title, "artist": r.song.artist, "path": r.song.path,

@@ -25,8 +25,8 @@ from image2mood.models import factory
 from image2mood.models.clap import ClapEncoder
 from image2mood.models.projection import ProjectionHead, load_projection
 from image2mood.models.resolve import resolve_model
-from image2mood.moods import MOOD_TEMPLATES, MOODS, FaceReader, FaceReading, Mood, MoodSpace
-from image2mood.recommend import FACE_WEIGHT, Options, RankedSong, Recommender, face_moods, face_pull, fuse, project
+from image2mood.moods import MOOD_TEMPLATES, MOODS, Mood, MoodSpace
+from image2mood.recommend import FACE_WEIGHT, Options, RankedSong, Recommender, face_pull, fuse, project
 from image2mood.store import open_configured_store, open_store
 from image2mood.store.base import Song, SongStore
 from image2mood.vectors import l2_normalise
@@ -125,11 +125,7 @@ class QueryVectors:
     text_route: np.ndarray
     clip: np.ndarray | None = None
     caption: str | None = None
-    face: FaceReading | None = None
-
-    @property
-    def moods(self) -> dict[str, float]:
-        return face_moods(self.face)
+    face_moods: dict[str, float] = field(default_factory=dict)  # mood → pull of the photo's faces
 
 
 @dataclass
@@ -164,7 +160,6 @@ class SweepResult:
 
 def query_vectors(queries: Sequence[Query], cache: QueryCache, say: Say) -> list[QueryVectors]:
     """Every query's routes, from the cache where it can; a photo that cannot be read is left out."""
-    faces: FaceReader | None = None
     out = []
     for query in tqdm(queries, unit="query", desc="query vectors", dynamic_ncols=True, mininterval=0.5):
         if query.text is not None:
@@ -175,9 +170,8 @@ def query_vectors(queries: Sequence[Query], cache: QueryCache, say: Say) -> list
         except (Image2MoodError, OSError) as exc:
             say(f"skipped query {query.id}: {exc}")
             continue
-        faces = faces or FaceReader(cache.clip_text)
         out.append(QueryVectors(query, cache.clap_text([photo.caption])[0], photo.clip, photo.caption,
-                                faces.read(photo.clip)))
+                                photo.face_moods))
     return out
 
 
@@ -187,7 +181,7 @@ def query_vector(qv: QueryVectors, knobs: Knobs, head: ProjectionHead | None, mo
         return qv.text_route
     image_route = None if head is None else project(head, qv.clip)
     query, *_ = fuse(qv.text_route, image_route, knobs.alpha)
-    return face_pull(query, qv.moods, moods, knobs.face_weight)
+    return face_pull(query, qv.face_moods, moods, knobs.face_weight)
 
 
 def reembed(songs: Sequence[Song], variant: SongVectors, settings: Settings, encoder: ClapEncoder,
