@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -37,6 +38,22 @@ def _png(size: tuple[int, int], mode: str) -> Callable[[Path], None]:
     return lambda path: write_huge_png(path, *size, mode=mode)
 
 
+def _bmp_rle8(size: tuple[int, int]) -> Callable[[Path], None]:
+    """An 8-bit RLE BMP: each row as runs of 255 pixels (Pillow decodes RLE in Python)."""
+
+    def write(path: Path) -> None:
+        width, height = size
+        row = struct.pack("BB", 255, 7) * (width // 255) + struct.pack("BB", width % 255, 7) + b"\0\0"
+        data = row * height + b"\0\1"
+        palette = b"".join(bytes((i, i, i, 0)) for i in range(256))
+        offset = 14 + 40 + len(palette)
+        header = b"BM" + struct.pack("<IHHI", offset + len(data), 0, 0, offset)
+        info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(data), 0, 0, 256, 0)
+        path.write_bytes(header + info + palette + data)
+
+    return write
+
+
 PHOTOS: dict[str, Callable[[Path], None]] = {
     "png-rgba-14400": _png((14400, 14400), "RGBA"),
     "png-rgba-7000": _png((7000, 7000), "RGBA"),
@@ -49,6 +66,7 @@ PHOTOS: dict[str, Callable[[Path], None]] = {
     "webp-rgb-12000": _pillow((12000, 12000), "RGB", "WEBP", quality=10, method=0),
     "webp-rgb-3500": _pillow((3500, 3500), "RGB", "WEBP", quality=10, method=0),
     "gif-14400": _pillow((14400, 14400), "P", "GIF"),
+    "bmp-rle8-14400": _bmp_rle8((14400, 14400)),
     "jpeg-rgb-200mp": _pillow((16000, 12500), "RGB", "JPEG", quality=30),
 }
 

@@ -47,6 +47,7 @@ _PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16
 # Extra copies of the decoded pixels a decoder holds at its peak, measured with bench/photo_memory.py:
 # libwebp keeps two canvases and hands Pillow a third; libheif decodes into its own buffer first.
 _DECODER_COPIES = {"WEBP": 3, "HEIF": 1}
+_PYTHON_DECODER_COPIES = 2  # Pillow's Python decoders (BMP RLE) build the pixels in a bytearray, then copy them
 _TIFF_PIXEL_BYTES = 8  # the most a TIFF layout Pillow reads takes per pixel in libtiff's buffer (RGBA, 16 bits)
 _SLACK = 16 * MB  # the photo's bytes, decoder state, allocator rounding
 _REDUCING_GAP = 2  # box-reduce to within 2× of model size, then Lanczos (Pillow's 'reducing_gap')
@@ -151,6 +152,8 @@ def decode_cost(im: ImageFile.ImageFile) -> int:
 
 def _decoder_extra(im: ImageFile.ImageFile, decoded: int) -> int:
     """Bytes a format's decoder needs on top of the decoded image."""
+    if any(tile[0] in Image.DECODERS for tile in im.tile):
+        return decoded * _PYTHON_DECODER_COPIES
     if not isinstance(im, TiffImagePlugin.TiffImageFile):
         return decoded * _DECODER_COPIES.get(im.format or "", 0)
     # libtiff buffers one strip or tile (a strip may be the whole image); an Orientation tag makes

@@ -195,6 +195,18 @@ def test_png_over_the_decode_budget_is_refused_before_decoding(tmp_path: Path, n
     assert "the limit is 280 MB (IMAGE2MOOD_MAX_DECODE_MB): save it as JPEG" in message
 
 
+def test_rle_bmp_is_budgeted_for_pillows_python_decoder(no_decoding: None) -> None:
+    """Pillow decodes RLE BMPs in Python, into a bytearray copied twice: three times an uncompressed BMP."""
+    def bmp(compression: int) -> bytes:
+        info = struct.pack("<IiiHHIIiiII", 40, 9000, 9000, 1, 8, compression, 0, 0, 0, 256, 0)
+        return b"BM" + struct.pack("<IHHI", 0, 0, 0, 14 + 40 + 1024) + info + bytes(1024) + b"\0\1"
+
+    with Image.open(io.BytesIO(bmp(0))) as raw, Image.open(io.BytesIO(bmp(1))) as rle:
+        assert decode_cost(rle) - decode_cost(raw) == 2 * 9000 * 9000
+    with pytest.raises(ImageError, match=r"rle\.bmp is a 9000×9000 P BMP \(81 MP\), which takes about 29\d MB"):
+        load_photo(bmp(1), name="rle.bmp")
+
+
 def test_decode_budget_is_a_parameter(tmp_path: Path) -> None:
     path = write_photo(tmp_path / "p.png", size=(3000, 2000))
     with pytest.raises(ImageError, match=r"p\.png is a 3000×2000 RGB PNG \(6 MP\), which takes about \d+ MB"):
