@@ -6,7 +6,7 @@ an OpenSubsonic ``apiKey`` when one is configured, and falls back to the hex-enc
 Every failure is a :class:`SubsonicError` that names the server and what to fix.
 
 Songs come from the ID3 views (``getAlbumList2`` paged, then ``getAlbum``), which every such server offers.
-A stored song keeps its server id in its path, ``subsonic://HOST/ID`` (:func:`song_uri`).
+A stored song keeps its server id in its path, ``subsonic://HOST/ID`` (:meth:`SubsonicClient.song_uri`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -38,7 +38,11 @@ _FIX_LOGIN = "fix IMAGE2MOOD_SUBSONIC_USER/_PASSWORD"
 
 
 class SubsonicError(Image2MoodError):
-    """The music server could not be reached, refused us, or answered an error."""
+    """The music server could not be reached, refused us, or answered an error (its API ``code``, if any)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class SubsonicClient:
         self.host = parts.netloc
         self.user, self._password, self._api_key = user, password, api_key
         self._plain_password = False  # set once a server turns tokens down
+        self._signed_in = False  # set by the first good answer: tokens work, or the password does
         self._http = httpx.Client(timeout=timeout, follow_redirects=True)
 
     @classmethod
@@ -139,32 +144,23 @@ class SubsonicClient:
                 return list(songs.values())
             offset += len(albums)
 
-    @contextmanager
-    def stream(self, song_id: str, headers: Mapping[str, str] | None = None) -> Iterator[httpx.Response]:
-        """The server's ``stream`` response for a song, untranscoded (``format=raw``), not yet read.
+    def stream(self, song_id: str, headers: Mapping[str, str] | None = None) -> AbstractContextManager[httpx.Response]:
+        """The server's ``stream`` response for a song, untranscoded (``format=raw``), its body not yet read.
 
         ``headers`` (e.g. a ``Range``) go to the server; an API error or an HTTP error is a SubsonicError.
         """
-        request = self._http.build_request("GET", self._endpoint("stream"), headers=headers,
-                                           params=self._params({"id": song_id, "format": "raw"}))
-        try:
-            response = self._http.send(request, stream=True)
-        except httpx.HTTPError as e:
-            raise self._unreachable(e) from None
-        try:
-            kind = response.headers.get("content-type", "")
-            if kind.startswith(("application/json", "text/xml", "application/xml")) or response.status_code >= 400:
-                response.read()
-                self._answer(response, "stream")  # raises on an API error
-                raise SubsonicError(f"the Subsonic server at {self.url} sent no audio for song {song_id} "
-                                    f"(HTTP {response.status_code})")
-            yield response
-        finally:
-            response.close()
+        return self._media("stream", {"id": song_id, "format": "raw"}, headers)
 
     def song_bytes(self, song_id: str, max_bytes: int = MAX_SONG_BYTES) -> Iterator[bytes]:
-        """The song's original bytes, chunk by chunk; refuses one that grows past ``max_bytes``."""
-        with self.stream(song_id) as response:
+        """The song's original file, chunk by chunk, from ``download`` (which counts no play), or from
+        ``stream`` untranscoded where the user may not download; refuses one that grows past ``max_bytes``."""
+        with ExitStack() as stack:
+            try:
+                response = stack.enter_context(self._media("download", {"id": song_id}))
+            except SubsonicError as e:
+                if e.code != 50:  # 50: not authorized (downloads are off for this user)
+                    raise
+                response = stack.enter_context(self.stream(song_id))
             seen = 0
             for chunk in response.iter_bytes():
                 seen += len(chunk)
@@ -173,9 +169,10 @@ class SubsonicClient:
                 yield chunk
 
     def playlists(self) -> list[ServerPlaylist]:
-        """The user's playlists (names and ids; ``song_ids`` left empty)."""
+        """The user's own playlists, not others' public ones (names and ids; ``song_ids`` left empty)."""
         listed = (self._call("getPlaylists").get("playlists") or {}).get("playlist") or []
-        return [ServerPlaylist(id=str(p["id"]), name=p.get("name", ""), song_ids=()) for p in listed]
+        return [ServerPlaylist(id=str(p["id"]), name=p.get("name", ""), song_ids=()) for p in listed
+                if self._api_key or p.get("owner") in (None, self.user)]
 
     def playlist(self, playlist_id: str) -> ServerPlaylist:
         """One playlist with its songs in order."""
@@ -207,6 +204,27 @@ class SubsonicClient:
         return self.push_playlist(name, ids)
 
     # -- plumbing ---------------------------------------------------------------------------------
+
+    @contextmanager
+    def _media(self, method: str, params: Mapping[str, Any],
+               headers: Mapping[str, str] | None = None) -> Iterator[httpx.Response]:
+        """A media endpoint's response, its body not yet read; a SubsonicError when it is not media."""
+        request = self._http.build_request("GET", self._endpoint(method), headers=headers,
+                                           params=self._params(params))
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.HTTPError as e:
+            raise self._unreachable(e) from None
+        try:
+            kind = response.headers.get("content-type", "")
+            if kind.startswith(("application/json", "text/xml", "application/xml")) or response.status_code >= 400:
+                response.read()
+                self._answer(response, method)  # raises on an API error
+                raise SubsonicError(f"the Subsonic server at {self.url} sent no audio for song {params['id']} "
+                                    f"(HTTP {response.status_code})")
+            yield response
+        finally:
+            response.close()
 
     def _endpoint(self, method: str) -> str:
         return f"{self.url}/rest/{method}"
@@ -247,17 +265,18 @@ class SubsonicClient:
                 f"{self.url} did not answer {method} as a Subsonic server (HTTP {response.status_code}); check "
                 "IMAGE2MOOD_SUBSONIC_URL: it is the address of the server's web page") from None
         if status == "ok":
+            self._signed_in = True
             return body
         error = body.get("error") or {}
         code, message = error.get("code"), error.get("message") or "no reason given"
-        if code in _TOKENS_REFUSED and not self._api_key and not self._plain_password:
+        if code in _TOKENS_REFUSED and not (self._api_key or self._plain_password or self._signed_in):
             raise _TokensRefused()
         if code in _WRONG_LOGIN:
             who = "the API key" if self._api_key else f"user {self.user}"
             fix = "fix IMAGE2MOOD_SUBSONIC_API_KEY" if self._api_key else _FIX_LOGIN
             raise SubsonicError(f"the Subsonic server at {self.url} refused {who}: wrong username or password "
-                                f"(error {code}); {fix}")
-        raise SubsonicError(f"the Subsonic server at {self.url} answered {method} with error {code}: {message}")
+                                f"(error {code}); {fix}", code)
+        raise SubsonicError(f"the Subsonic server at {self.url} answered {method} with error {code}: {message}", code)
 
     def _unreachable(self, e: httpx.HTTPError) -> SubsonicError:
         return SubsonicError(f"cannot reach the Subsonic server at {self.url} ({type(e).__name__}: {e}); "

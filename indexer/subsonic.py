@@ -1,8 +1,8 @@
 """`index subsonic`: a music server's songs, embedded through its API with the folder indexer's windows,
 tags and durable batches (:meth:`indexer.pipeline.Indexer.index_items`).
 
-Each song is read from the server's ``stream`` endpoint, untranscoded, into memory and decoded there
-(:func:`image2mood.audio.decode_stream`); no copy reaches the disk. A stored server song has the id
+Each song's original file is read from the server (:meth:`image2mood.subsonic.SubsonicClient.song_bytes`) into memory and
+decoded there (:func:`image2mood.audio.decode_stream`); no copy reaches the disk. A stored server song has the id
 uuid5(``subsonic://HOST/ID``), that URI as its path and ``subsonic:ID:VERSION`` as its content hash, the
 version being the server's ``changed``/``created`` date and the file's size: a rerun skips the songs whose
 version is unchanged. Songs of this server that it no longer lists are removed from the store.
