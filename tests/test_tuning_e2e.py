@@ -303,6 +303,21 @@ def test_make_set_from_a_photo_folder_and_a_labels_file(tiny_models: Path, tmp_p
     assert [q.photo for q in load_set(out)] == [photos / "beach.jpg", photos / "trip" / "night.png"]
 
 
+def test_a_photo_that_cannot_be_read_is_left_out(world: dict, tiny_models: Path) -> None:
+    (world["work"] / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    lines = [json.loads(line) for line in world["set"].read_text().splitlines()]
+    partial = world["work"] / "partial.jsonl"
+    partial.write_text("\n".join(json.dumps(line) for line in [{"photo": "broken.jpg", "labels": ["x"]},
+                                                                 *lines[PHOTOS:]]))
+    args = run_args(world, "planted", "run-partial")
+    args[1] = str(partial)
+    output = tune(args, tiny_models)
+    assert "skipped query broken.jpg" in output
+    report = json.loads((world["work"] / "run-partial" / "report.json").read_text())
+    assert len(report["queries"]) == TEXTS
+    assert f"left out 1 of {TEXTS + 1} queries, whose photos could not be read: broken.jpg" in report["notes"]
+
+
 def test_a_bad_set_line_is_named(tiny_models: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"text": "ok", "labels": ["calm"]}) + "\n" + json.dumps({"text": "no truth"}) + "\n")

@@ -283,6 +283,10 @@ class Sweep:
             vectors = query_vectors(queries, self.cache, self.say)
             if not vectors:
                 raise Image2MoodError("no query of the set could be used; see the messages above")
+            used = {qv.query.id for qv in vectors}
+            if left_out := [q.id for q in queries if q.id not in used]:
+                notes.append(f"left out {len(left_out)} of {len(queries)} queries, whose photos could not be "
+                             f"read: {', '.join(left_out)}")
             self._check_relevant(vectors, {s.id for s in songs}, notes)
             for variant in dict.fromkeys(spec.song_vectors):
                 if variant != configured:
