@@ -1,5 +1,5 @@
-"""Test helpers for the trainers: generated photos with captions that describe them, and the tables
-(CSV, JSONL, Parquet) that list them."""
+"""Test helpers for the trainers: generated photos with captions that describe them, the tables
+(CSV, JSONL, Parquet) that list them, and a fixture that keeps torch on one thread."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 # (colour, caption words): each category has its own colour and pattern, and a caption of its own.
@@ -23,6 +25,16 @@ CATEGORIES = (
 )
 KOREAN = ("바다 위의 붉은 노을", "구름 낀 파란 하늘", "비 오는 초록 숲", "노란 꽃밭",
           "밤의 어두운 거리", "하얀 눈 덮인 산", "보라색 조명의 파티", "길 위의 갈색 개")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models and heads run fastest on one torch thread, most of all on a busy 2-core machine
+    (commands a test starts get ``IMAGE2MOOD_THREADS=1`` in their environment for the same reason)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def captioned_image(category: int, seed: int, size: int = 96) -> Image.Image:

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import run_cli
 from image2mood.config import PROJECTION_FILE, Settings
 from image2mood.models.projection import load_projection
 from image2mood.models.resolve import resolve_model
 from image2mood.models.tiny import write_tiny_clip
-from media_captions import captioned_image, write_captioned_images, write_table
+from media_captions import captioned_image, one_thread, write_captioned_images, write_table  # noqa: F401
 from media_images import truncated_jpeg
 from training.data import read_pairs
 from training.features import CacheMismatchError
@@ -23,14 +22,7 @@ from training.metrics import MetricsLog
 from training.projection import Features, HeadConfig, evaluate_head, train_head, train_projection
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch: pytest.MonkeyPatch):
-    """Tiny models and heads: one torch thread is fastest, most of all on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("IMAGE2MOOD_THREADS", "1")
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _known_answer(n: int, seed: int) -> Features:
@@ -84,7 +76,8 @@ def test_trained_head_beats_the_untrained_one_and_serves_fused_queries(
 
     photo = captioned_image(2, seed=999)
     photo.save(tmp_path / "photo.png")
-    env = {**cli_env, "IMAGE2MOOD_THREADS": "1", "IMAGE2MOOD_PROJECTION": str(out), "IMAGE2MOOD_STORE": str(tmp_path / "store")}
+    env = {**cli_env, "IMAGE2MOOD_THREADS": "1", "IMAGE2MOOD_PROJECTION": str(out),
+           "IMAGE2MOOD_STORE": str(tmp_path / "store")}
     result = run_cli(["recommend", str(tmp_path / "photo.png"), "--json"], env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["route"] == "fused"

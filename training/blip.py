@@ -85,9 +85,12 @@ def token_coverage(tokenizer, captions: list[str]) -> Coverage:
 
 def add_missing_tokens(tokenizer, model: BlipForConditionalGeneration, coverage: Coverage, limit: int) -> int:
     """Add the ``limit`` most frequent missing words as whole-word tokens and resize the model's
-    embeddings (new rows start at the mean of the old ones); returns how many were added."""
+    embeddings (new rows start at the mean of the old ones); returns how many were added.
+
+    The tokens match the caption text as written (not the tokenizer's normalised form: an uncased
+    BERT normaliser decomposes Hangul into jamo), so they decode back to the same characters."""
     words = [word for word, _ in coverage.missing_words.most_common(limit)]
-    added = tokenizer.add_tokens([AddedToken(word, single_word=True) for word in words])
+    added = tokenizer.add_tokens([AddedToken(word, single_word=True, normalized=False) for word in words])
     if added:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
         model.config.text_config.vocab_size = len(tokenizer)

@@ -146,6 +146,8 @@ def blip(settings: Settings, data: Path, images: Path | None, out: Path, caption
     from training.data import split
     from training.metrics import MetricsLog
 
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     if image_size != "model" and not image_size.isdigit():
         raise click.BadParameter("give a number of pixels or 'model'", param_hint="--image-size")
     dataset = _read(data, images, caption_column, caption_language, image_column, limit)
