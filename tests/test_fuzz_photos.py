@@ -83,6 +83,20 @@ def _gif(screen: tuple[int, int], frames: list[tuple[int, int]]) -> bytes:
     return out + b";"
 
 
+def _apng(size: tuple[int, int], frames: int, rows: bytes | None = None) -> bytes:
+    """An animated RGBA PNG of all-zero frames the size of its canvas, every frame's data the same."""
+    width, height = size
+    data = zlib.compress(bytes((1 + width * 4) * height) if rows is None else rows, 9)
+    chunks = [(b"acTL", struct.pack(">II", frames, 0))]
+    for i in range(frames):
+        control = struct.pack(">IIIIIHHBB", max(0, 2 * i - 1), width, height, 0, 0, 1, 50, 0, 0)
+        chunks += [(b"fcTL", control), (b"IDAT", data) if i == 0 else (b"fdAT", struct.pack(">I", 2 * i) + data)]
+    return (
+        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
+        + b"".join(png_chunk(kind, chunk) for kind, chunk in chunks) + png_chunk(b"IEND", b"")
+    )
+
+
 def truncated() -> Iterator[Case]:
     """Each format, cut at 12 offsets from the first byte to the last."""
     im = _noise()
@@ -132,6 +146,8 @@ def frame_bombs() -> Iterator[Case]:
     """Many big frames; only the first is ever decoded, so a small first frame makes a valid photo."""
     yield "many-huge-frames.gif", _gif((8000, 8000), [(8000, 8000)] * 400), EITHER  # each frame's data is short
     yield "huge-frames-small-screen.gif", _gif((16, 16), [(16, 16)] + [(60000, 60000)] * 400), EITHER
+    yield "apng-100-frames.png", _apng((3000, 3000), 100), ACCEPT
+    yield "apng-100-huge-frames.png", _apng((14400, 14400), 100, rows=bytes(1000)), REFUSE  # over the budget
     frames = [Image.new("RGB", (800, 800), (i * 40 % 256, 0, 0)) for i in range(12)]
     for fmt in ("PNG", "WEBP", "GIF"):
         data = _encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=20,
