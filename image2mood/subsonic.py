@@ -208,23 +208,37 @@ class SubsonicClient:
     @contextmanager
     def _media(self, method: str, params: Mapping[str, Any],
                headers: Mapping[str, str] | None = None) -> Iterator[httpx.Response]:
-        """A media endpoint's response, its body not yet read; a SubsonicError when it is not media."""
-        request = self._http.build_request("GET", self._endpoint(method), headers=headers,
-                                           params=self._params(params))
+        """A media endpoint's response, its body not yet read; a SubsonicError when it is not media.
+
+        A 416 (a byte range beyond the song) is a response too, for a relay to pass on.
+        """
+        try:
+            response = self._send_media(method, params, headers)
+        except _TokensRefused:
+            self._plain_password = True
+            response = self._send_media(method, params, headers)
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def _send_media(self, method: str, params: Mapping[str, Any], headers: Mapping[str, str] | None) -> httpx.Response:
+        request = self._http.build_request("GET", self._endpoint(method), headers=headers, params=self._params(params))
         try:
             response = self._http.send(request, stream=True)
         except httpx.HTTPError as e:
             raise self._unreachable(e) from None
-        try:
-            kind = response.headers.get("content-type", "")
-            if kind.startswith(("application/json", "text/xml", "application/xml")) or response.status_code >= 400:
+        kind = response.headers.get("content-type", "")
+        if kind.startswith(("application/json", "text/xml", "application/xml")) or response.status_code not in (
+                200, 206, 416):
+            try:
                 response.read()
                 self._answer(response, method)  # raises on an API error
                 raise SubsonicError(f"the Subsonic server at {self.url} sent no audio for song {params['id']} "
                                     f"(HTTP {response.status_code})")
-            yield response
-        finally:
-            response.close()
+            finally:
+                response.close()
+        return response
 
     def _endpoint(self, method: str) -> str:
         return f"{self.url}/rest/{method}"
