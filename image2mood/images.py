@@ -2,17 +2,16 @@
 
 Only the formats in :data:`SUPPORTED` are tried (no Ghostscript-backed EPS and the like). Two checks
 run on the header, before any pixel is decoded: the pixel count, and the memory the decode will take.
-JPEGs are decoded at 1/2, 1/4 or 1/8 scale when that still covers :data:`MODEL_SIDE` (HEIC uses an
-embedded thumbnail), so a 200-MP phone photo costs a few MB. PNG, TIFF, WebP, GIF and BMP can only be
-decoded whole, so they must fit the decode budget; decodes running at once share that budget, so
-concurrent uploads wait instead of adding up. The decoded pixels are then converted and shrunk strip
+JPEGs are decoded at 1/2, 1/4 or 1/8 scale when that still covers :data:`MODEL_SIDE` (a HEIC uses its
+embedded thumbnail when that is big enough), so a 200-MP phone photo costs a few MB. Other photos can
+only be decoded whole, so they must fit the decode budget; decodes running at once share that budget,
+so concurrent uploads wait instead of adding up. The decoded pixels are then converted and shrunk strip
 by strip, so no second full-size copy is made.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import io
 import math
 import threading
@@ -76,14 +75,17 @@ class _DecodeMemory:
 
 
 _DECODE_MEMORY = _DecodeMemory()
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None)
+try:
+    _MALLOC_TRIM = ctypes.CDLL(None).malloc_trim  # glibc
+except (OSError, AttributeError, TypeError):  # pragma: no cover - other C libraries return freed memory themselves
+    _MALLOC_TRIM = None
 
 
 def _release_freed_memory() -> None:
     """Hand the memory a decode freed back to the system (glibc keeps it per thread otherwise, so each
     server thread would hold on to its largest decode)."""
-    if hasattr(_LIBC, "malloc_trim"):
-        _LIBC.malloc_trim(0)
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def load_photo(
@@ -114,10 +116,12 @@ def load_photo(
                     "or raise the limit"
                 )
             with _DECODE_MEMORY.reserve(cost, max_decode_mb * MB):
-                im.load()  # a TIFF applies its own orientation here
-                orientation = _orientation(im)
-                out = _to_rgb(im)
-                im.close()  # the decoded pixels are freed before the next decode may start
+                try:
+                    im.load()  # a TIFF applies its own orientation here
+                    orientation = _orientation(im)
+                    out = _to_rgb(im)
+                finally:
+                    im.close()  # the decoded pixels are freed before the next decode may start
             out.getexif()[ExifTags.Base.Orientation] = orientation
             ImageOps.exif_transpose(out, in_place=True)
             return out
