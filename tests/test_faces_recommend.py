@@ -19,6 +19,7 @@ from image2mood.models.factory import clap_encoder, image_encoder
 from image2mood.moods import EXPRESSIONS, FaceReader, MoodSpace
 from image2mood.recommend import Options, Recommendation, Recommender
 from image2mood.store import open_store
+from service.openapi import openapi_document
 
 
 def _recommend(settings: Settings, photo_path: Path, sees_faces_without_models: bool = True) -> Recommendation:
@@ -49,6 +50,9 @@ def test_a_smiling_face_is_in_the_answer_and_pulls_the_query_towards_happy(
     assert set(shown) == {"box", "score", "expression", "en", "ko", "mood", "probabilities"}
     assert shown["expression"] == "happy" and shown["ko"] == "행복한" and len(shown["box"]) == 4
     assert set(shown["probabilities"]) == {e.key for e in EXPRESSIONS}
+    assert body["photo_size"] == [512, 512]
+    documented = openapi_document()["components"]["schemas"]["PhotoResults"]["allOf"][1]["properties"]
+    assert set(documented["faces"]["items"]["required"]) == set(shown) and "photo_size" in documented
 
 
 def test_a_photo_without_people_has_no_faces_and_no_pull(settings: Settings, face_folder: Path,
