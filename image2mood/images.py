@@ -21,6 +21,7 @@ from pathlib import Path
 
 from PIL import ExifTags, Image, ImageFile, ImageOps, TiffImagePlugin, UnidentifiedImageError
 
+from image2mood.config import Settings
 from image2mood.errors import ImageError
 
 try:
@@ -86,6 +87,11 @@ def _release_freed_memory() -> None:
     server thread would hold on to its largest decode)."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
+
+
+def load_configured_photo(data: bytes | Path, name: str, settings: Settings) -> Image.Image:
+    """:func:`load_photo` with the pixel and decode-memory limits the settings name."""
+    return load_photo(data, name=name, max_pixels=settings.max_image_pixels, max_decode_mb=settings.max_decode_mb)
 
 
 def load_photo(

@@ -87,11 +87,11 @@ def _print(body: dict, as_json: bool) -> None:
 def recommend(settings: Settings, photo: Path, top: int | None, alpha: float | None, as_json: bool,
               push: str | None, store: str | None) -> None:
     """Songs from the store that fit PHOTO's mood, with its caption and mood words."""
-    from image2mood.images import load_photo
+    from image2mood.images import load_configured_photo
     from image2mood.subsonic import SubsonicClient
 
     settings = with_store(settings, store)
-    image = load_photo(photo, name=str(photo), max_pixels=settings.max_image_pixels)  # before the slow imports
+    image = load_configured_photo(photo, str(photo), settings)  # before the slow imports
     server = SubsonicClient.from_settings(settings) if push is not None else None
     if server is not None:
         server.ping()  # a wrong address or login stops here, before the models load

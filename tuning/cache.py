@@ -24,7 +24,7 @@ import numpy as np
 from image2mood.config import ModelKind, Settings
 from image2mood.errors import ModelNotFoundError
 from image2mood.faces.reader import Face, FaceModels, mood_weights
-from image2mood.images import load_photo
+from image2mood.images import load_configured_photo
 from image2mood.models import factory
 from image2mood.models.projection import model_fingerprint
 from image2mood.models.resolve import resolve_model
@@ -113,7 +113,7 @@ class QueryCache:
             with np.load(entry, allow_pickle=False) as stored:
                 self.stats.count("photo", hit=True)
                 return PhotoVectors(str(stored["caption"]), stored["clip"], json.loads(str(stored["face_moods"])))
-        image = load_photo(data, name=str(path), max_pixels=self.settings.max_image_pixels)
+        image = load_configured_photo(data, str(path), self.settings)
         caption = factory.captioner(self.settings).caption([image])[0]
         clip = factory.image_encoder(self.settings).encode_images([image])[0]
         moods = mood_weights(self._faces(image, clip), image.size)
