@@ -1,0 +1,162 @@
+"""Kept answers: what a ``result_id`` names, so that an answer can be shared (/r/<id>) and leave as a playlist.
+
+A result holds the caption, the moods, the query vector, the songs' ids with their scores, moods and
+places on the mood map, and when it was made; the photo itself never, only a small JPEG thumbnail when
+the person chose to share it. Each result is one JSON file in a folder, written atomically, named by
+a random 128-bit id (checked strictly before any file is touched). Results expire after a set time:
+an expired one is not served, and expired files are swept away as new ones are saved.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import secrets
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from image2mood.config import Settings
+from image2mood.errors import Image2MoodError
+
+if TYPE_CHECKING:  # recommend imports torch; reading a result should not
+    from image2mood.recommend import Recommendation
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{22}")
+"""What ``secrets.token_urlsafe(16)`` makes: 16 random bytes, 22 URL-safe characters."""
+THUMBNAIL_PX = 320
+SWEEP_EVERY_S = 600.0
+
+
+class ResultStoreError(Image2MoodError):
+    """The results folder cannot be written."""
+
+
+@dataclass(frozen=True)
+class SavedResult:
+    """One kept answer, as its JSON file holds it."""
+
+    id: str
+    created: float  # Unix time
+    route: str
+    moods: list[dict[str, Any]]
+    vector: list[float]
+    songs: list[dict[str, Any]]  # per song: id, score, moods, valence, arousal
+    caption: str | None = None
+    query: str | None = None  # the words searched for, or the song asked about
+    valence: float | None = None
+    arousal: float | None = None
+    thumbnail: bytes | None = field(default=None, repr=False)  # JPEG, only when the person shared it
+
+    @property
+    def song_ids(self) -> list[str]:
+        return [song["id"] for song in self.songs]
+
+    def to_json(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["thumbnail"] = base64.b64encode(self.thumbnail).decode("ascii") if self.thumbnail else None
+        return body
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> SavedResult:
+        thumbnail = body.get("thumbnail")
+        return cls(**{**body, "thumbnail": base64.b64decode(thumbnail) if thumbnail else None})
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def valid_id(result_id: str) -> bool:
+    """True for what :func:`new_id` could have made; nothing else is ever looked up on disk."""
+    return ID_PATTERN.fullmatch(result_id) is not None
+
+
+def thumbnail_jpeg(image: Image.Image, size: int = THUMBNAIL_PX) -> bytes:
+    """A small JPEG of the photo (its longer side at most ``size`` px), with none of the original's metadata."""
+    small = image.convert("RGB")
+    small.thumbnail((size, size), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    small.save(out, format="JPEG", quality=80, optimize=True)
+    return out.getvalue()
+
+
+def result_from(rec: Recommendation, query: str | None = None, thumbnail: bytes | None = None) -> SavedResult:
+    """What is kept of an answer (a new id, made now)."""
+    point = rec.point.to_json() if rec.point else {}
+    songs = [{"id": ranked.song.id, "score": round(ranked.score, 4), "moods": [m.to_json() for m in ranked.moods],
+              **(ranked.point.to_json() if ranked.point else {})} for ranked in rec.songs]
+    return SavedResult(id=new_id(), created=time.time(), route=rec.route, moods=[m.to_json() for m in rec.moods],
+                       vector=[round(float(x), 6) for x in rec.vector], songs=songs, caption=rec.caption,
+                       query=query, valence=point.get("valence"), arousal=point.get("arousal"), thumbnail=thumbnail)
+
+
+class ResultStore:
+    """A folder of results, one ``<id>.json`` each, kept for ``ttl_hours``."""
+
+    def __init__(self, folder: Path, ttl_hours: float) -> None:
+        self.folder, self.ttl_s = folder, ttl_hours * 3600
+        self._swept = 0.0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def configured(cls, settings: Settings) -> ResultStore:
+        """The results folder and lifetime the settings name (IMAGE2MOOD_RESULTS, IMAGE2MOOD_RESULT_TTL_HOURS)."""
+        return cls(settings.results.expanduser(), settings.result_ttl_hours)
+
+    def save(self, result: SavedResult) -> SavedResult:
+        """Write ``result`` atomically (a crash leaves no half file); sweep expired ones now and then."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    json.dump(result.to_json(), fh, ensure_ascii=False)
+                os.replace(tmp, self._path(result.id))
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise ResultStoreError(f"cannot keep the answer in {self.folder}: {exc.strerror or exc}; "
+                                   "set IMAGE2MOOD_RESULTS to a writable folder") from None
+        if time.time() - self._swept > SWEEP_EVERY_S:
+            self.sweep()
+        return result
+
+    def get(self, result_id: str) -> SavedResult | None:
+        """The result with this id, or None when the id is malformed, unknown, unreadable or expired."""
+        if not valid_id(result_id):
+            return None
+        try:
+            result = SavedResult.from_json(json.loads(self._path(result_id).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return None
+        return None if self._expired(result.created) else result
+
+    def sweep(self) -> int:
+        """Delete the expired results (by their files' times: a result's file is written once); how many."""
+        with self._lock:
+            self._swept = time.time()
+            removed = 0
+            for path in self.folder.glob("*.json"):
+                try:
+                    if self._expired(path.stat().st_mtime):
+                        path.unlink()
+                        removed += 1
+                except OSError:
+                    continue  # gone already, or not ours to remove
+            return removed
+
+    def _expired(self, created: float) -> bool:
+        return time.time() - created > self.ttl_s
+
+    def _path(self, result_id: str) -> Path:
+        return self.folder / f"{result_id}.json"
