@@ -130,6 +130,7 @@ def test_planted_truth_scores_one_and_shuffled_vectors_near_chance(world: dict, 
     for name in (f"p@{K}", f"r@{K}", "mrr", f"ndcg@{K}", f"label_p@{K}"):
         assert metrics[name]["mean"] == pytest.approx(1.0), (name, metrics[name])
     assert metrics[f"label_p@{K}"]["n"] == (PHOTOS + TEXTS) // 2  # label-level only where the query has labels
+    assert metrics["mood_p@3"]["n"] == 0  # "group…" labels are no mood words
     assert all(result["hit"] for query in report["queries"] for result in query["results"])
     health = report["configs"][0]["health"]
     assert health["songs"] == world["songs"] and 0 < health["coverage"] < 1
@@ -276,6 +277,7 @@ def test_song_vector_knobs_reembed_into_a_separate_store(tiny_models: Path, tmp_
     assert {c["name"] for c in report["configs"]} == {"windows=1 pooling=mean", "windows=1 pooling=max",
                                                       "windows=6 pooling=mean", "windows=6 pooling=max"}
     assert "song labels from the genre tags" in " ".join(report["notes"])
+    assert all(c["metrics"]["mood_p@3"]["n"] == 2 for c in report["configs"])  # "calm", "happy" are mood words
     # the re-embedded vectors differ from the configured ones; the configured store is untouched
     with open_store(str(tmp_path / "store"), info=None, create=False) as store:
         base = {s.id: s.vector for s in store.scroll(with_vectors=True)}

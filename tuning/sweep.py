@@ -223,8 +223,9 @@ def _relevance(query: Query, song_ids: set[str], song_labels: dict[str, frozense
 
 
 def score_query(ranked: Sequence[RankedSong], relevant: set[str], query_labels: frozenset[str],
-                song_labels: dict[str, frozenset[str]], query_moods: Sequence[str], k: int) -> dict[str, float | None]:
-    """Every ranking metric for one query's ranked songs."""
+                song_labels: dict[str, frozenset[str]], query_moods: Sequence[str], mood_words: frozenset[str],
+                k: int) -> dict[str, float | None]:
+    """Every metric for one query's ranked songs; mood precision where its labels include mood words."""
     ids = [r.song.id for r in ranked]
     scores = [r.score for r in ranked]
     hits = [sid in relevant for sid in ids]
@@ -236,10 +237,10 @@ def score_query(ranked: Sequence[RankedSong], relevant: set[str], query_labels: 
         f"label_p@{k}": None,
         f"mood_p@{MOOD_K}": None,
     }
-    if query_labels:
-        if song_labels:
-            label_hits = [bool(song_labels.get(sid, frozenset()) & query_labels) for sid in ids]
-            values[f"label_p@{k}"] = metrics.precision_at_k(label_hits, scores, k)
+    if query_labels and song_labels:
+        label_hits = [bool(song_labels.get(sid, frozenset()) & query_labels) for sid in ids]
+        values[f"label_p@{k}"] = metrics.precision_at_k(label_hits, scores, k)
+    if query_labels & mood_words:
         values[f"mood_p@{MOOD_K}"] = sum(m in query_labels for m in query_moods) / MOOD_K
     return values
 
@@ -295,9 +296,10 @@ class Sweep:
                     notes.append(f"{variant.label}: songs re-embedded into a separate store "
                                  f"{self.out / 'stores' / variant.label}")
             libraries = {v: list(s.scroll(with_vectors=True)) for v, s in stores.items()}
+            mood_words = frozenset(m.key for v in (MOODS, *spec.vocabularies) for m in v)
             configs = [self._evaluate(knobs, vectors, stores[knobs.songs], libraries[knobs.songs], song_labels,
-                                      spec.k) for knobs in tqdm(spec.grid(configured), unit="setting",
-                                                                desc="settings", dynamic_ncols=True)]
+                                      mood_words, spec.k)
+                       for knobs in tqdm(spec.grid(configured), unit="setting", desc="settings", dynamic_ncols=True)]
             store_facts = {v.label: {"location": s.location, "songs": len(libraries[v]),
                                      "re-embedded": v != configured, "windowing": s.info.windowing}
                            for v, s in stores.items()}
@@ -320,7 +322,7 @@ class Sweep:
             self.say(f"note: {notes[-1]}")
 
     def _evaluate(self, knobs: Knobs, vectors: list[QueryVectors], store: SongStore, library: list[Song],
-                  song_labels: dict[str, frozenset[str]], k: int) -> ConfigResult:
+                  song_labels: dict[str, frozenset[str]], mood_words: frozenset[str], k: int) -> ConfigResult:
         recommender = Recommender(self.settings, store)
         recommender.moods = self.space(knobs.vocabulary, knobs.templates)
         pull_space = self.space(MOODS, knobs.templates)
@@ -334,7 +336,8 @@ class Sweep:
             ranked = recommender.rank(query, options)
             query_moods = [m.mood.key for m in recommender.moods.top(query, MOOD_K)]
             relevant = _relevance(qv.query, song_ids, song_labels)
-            for name, value in score_query(ranked, relevant, qv.query.labels, song_labels, query_moods, k).items():
+            scored = score_query(ranked, relevant, qv.query.labels, song_labels, query_moods, mood_words, k)
+            for name, value in scored.items():
                 per_query.setdefault(name, []).append(value)
             rankings.append(ranked)
             moods.append(query_moods)
