@@ -1,0 +1,104 @@
+"""Kept answers, shared: the page /r/<id> and the playlists /api/results/<id>/playlist.m3u8 and .xspf.
+
+The page shows the answer as it was asked (the photo's thumbnail only if its owner shared it, the
+caption, the moods, the songs with players and the mood map as inline SVG), with Open Graph tags for
+link previews. An unknown, malformed or expired id gets a friendly 404 page (the playlists a JSON 404).
+The songs are looked up in the store by id, in the answer's order; songs removed since are left out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, render_template, request, url_for
+from flask.blueprints import BlueprintSetupState
+from werkzeug.exceptions import NotFound
+
+from image2mood import playlists
+from image2mood.answers import song_json
+from image2mood.recommend import Recommender
+from image2mood.results import ResultStore, SavedResult
+from image2mood.store.base import Song
+
+share = Blueprint("share", __name__)
+RESULTS = "image2mood.results"
+PLAYLIST_TYPES = {"m3u8": "audio/x-mpegurl; charset=utf-8", "xspf": "application/xspf+xml; charset=utf-8"}
+QUERY_KEYS = {"text": "mapWords", "song": "mapSong"}  # the map's name for the query (strings.js); else the photo
+
+
+@share.record_once
+def _open_results(state: BlueprintSetupState) -> None:
+    state.app.extensions[RESULTS] = ResultStore.configured(state.app.extensions["image2mood"].settings)
+
+
+def results_store() -> ResultStore:
+    return current_app.extensions[RESULTS]
+
+
+def _recommender() -> Recommender:
+    return current_app.extensions["image2mood"]
+
+
+def _songs(result: SavedResult) -> list[tuple[Song, dict[str, Any]]]:
+    """The result's songs still in the store, in the answer's order, each with what the answer said of it."""
+    found = {song.id: song for song in _recommender().find(result.song_ids)}
+    return [(found[saved["id"]], saved) for saved in result.songs if saved["id"] in found]
+
+
+def _kept(result_id: str) -> SavedResult:
+    result = results_store().get(result_id)
+    if result is None:
+        raise NotFound(f"no answer {result_id!r}: the link is wrong, or the answer has expired")
+    return result
+
+
+def headline(result: SavedResult) -> str:
+    """What the answer was for: the photo's caption, the words searched for, or the song it started from."""
+    return result.caption or result.query or "songs from image2mood"
+
+
+def map_marks(result: SavedResult, songs: list[tuple[Song, dict[str, Any]]]) -> dict[str, Any]:
+    """What the page's mood map draws (moodmap.js): the query and each song, in the list's order."""
+    query = {"valence": result.valence, "arousal": result.arousal} if result.valence is not None else None
+    marks = [{"title": song.title, "valence": saved.get("valence"), "arousal": saved.get("arousal")}
+             for song, saved in songs]
+    return {"query": query, "songs": marks, "queryKey": QUERY_KEYS.get(result.route, "mapPhoto")}
+
+
+def _length(seconds: float) -> str | None:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}:{rest:02d}" if seconds > 0 else None
+
+
+@share.get("/r/<result_id>")
+def page(result_id: str):
+    result = results_store().get(result_id)
+    if result is None:
+        return render_template("share.html", result=None), 404
+    songs = _songs(result)
+    return render_template(
+        "share.html", result=result, headline=headline(result), marks=map_marks(result, songs),
+        songs=[{**song_json(song), **saved, "length": _length(song.duration)} for song, saved in songs],
+        description=", ".join(m["en"] for m in result.moods) + " · " + ", ".join(m["ko"] for m in result.moods),
+        page_url=request.base_url,
+        thumbnail_url=url_for("share.thumbnail", result_id=result.id, _external=True) if result.thumbnail else None)
+
+
+@share.get("/r/<result_id>/photo.jpg")
+def thumbnail(result_id: str):
+    result = _kept(result_id)
+    if result.thumbnail is None:
+        raise NotFound("the owner of this answer did not share the photo")
+    return Response(result.thumbnail, mimetype="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@share.get("/api/results/<result_id>/playlist.<kind>")
+def playlist(result_id: str, kind: str):
+    """The answer's songs as an M3U8 or XSPF playlist of absolute /audio/<id> URLs on this server."""
+    if kind not in PLAYLIST_TYPES:
+        raise NotFound(f"playlists are .m3u8 or .xspf, not .{kind}")
+    result = _kept(result_id)
+    tracks = playlists.entries([song for song, _ in _songs(result)], base_url=request.host_url)
+    body = playlists.render(f".{kind}", tracks, title=headline(result))
+    return Response(body, content_type=PLAYLIST_TYPES[kind],
+                    headers={"Content-Disposition": f'attachment; filename="image2mood-{result.id}.{kind}"'})
