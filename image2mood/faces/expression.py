@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -87,8 +88,6 @@ class MiniXception(nn.Module):
 
 
 def _keras_layers(path: Path) -> list[dict]:
-    import h5py
-
     with h5py.File(path, "r") as f:
         config = f.attrs["model_config"]
     return json.loads(config if isinstance(config, str) else config.decode())["config"]["layers"]
@@ -101,8 +100,6 @@ def load_expression_model(path: Path) -> MiniXception:
     the mapping walks the saved graph: each weighted layer takes the next torch layer of its kind
     in the same order the Keras model applies them.
     """
-    import h5py
-
     model = MiniXception()
     convs = [model.conv1, model.conv2]
     seps: list[SeparableConv] = []
