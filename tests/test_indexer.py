@@ -202,6 +202,7 @@ def test_an_unreadable_file_is_a_reported_skip(tmp_path: Path, settings: Setting
 def test_prune_touches_only_the_folders_of_the_run_and_refuses_an_empty_or_missing_one(
         tmp_path: Path, env: dict[str, str], cli_env: dict[str, str]) -> None:
     home, drive, store = tmp_path / "home", tmp_path / "drive", tmp_path / "store"
+    cli_env = {**cli_env, **env}
     home.mkdir()
     drive.mkdir()
     for i in range(2):
