@@ -8,7 +8,7 @@ and scaled as fer trained the model. Its seven FER-2013 classes map onto image2m
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,6 @@ class Face:
     probabilities: dict[str, float]  # expression key -> probability
     score: float
     box: tuple[int, int, int, int] | None = None
-    landmarks: tuple[tuple[float, float], ...] = field(default=(), repr=False)
 
     @classmethod
     def from_reading(cls, reading: FaceReading) -> Face:
@@ -130,5 +129,5 @@ class FaceModels:
             by_key = {FER_TO_EXPRESSION[label]: float(p) for label, p in zip(LABELS, probs)}
             x1, y1, x2, y2 = detected.box
             box = (max(0, round(x1)), max(0, round(y1)), min(image.width, round(x2)), min(image.height, round(y2)))
-            faces.append(Face(BY_KEY[max(by_key, key=by_key.get)], by_key, detected.score, box, detected.landmarks))
+            faces.append(Face(BY_KEY[max(by_key, key=by_key.get)], by_key, detected.score, box))
         return faces
