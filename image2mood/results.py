@@ -82,8 +82,9 @@ def valid_id(result_id: str) -> bool:
 
 def thumbnail_jpeg(image: Image.Image, size: int = THUMBNAIL_PX) -> bytes:
     """A small JPEG of the photo (its longer side at most ``size`` px), with none of the original's metadata."""
-    small = image.convert("RGB")
-    small.thumbnail((size, size), Image.Resampling.LANCZOS)
+    scale = min(1.0, size / max(image.size))
+    shape = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    small = image.resize(shape, Image.Resampling.LANCZOS, reducing_gap=3.0).convert("RGB")  # no full-size copy
     out = io.BytesIO()
     small.save(out, format="JPEG", quality=80, optimize=True)
     return out.getvalue()
