@@ -53,8 +53,12 @@ def test_laion_coco_nllb_parquet_reads_as_it_comes(tmp_path: Path) -> None:
                      "captions": translations, "score": 0.5 + i / 10})
     schema = pa.schema([("id", pa.string()), ("url", pa.string()), ("eng_caption", pa.string()),
                         ("captions", pa.list_(pa.list_(pa.string()))), ("score", pa.float64())])
-    path = tmp_path / "train-00000-of-00001.parquet"
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "data" / "train-00000-of-00002.parquet"  # the dataset comes in shards
+    pq.write_table(pa.Table.from_pylist(rows[:3], schema=schema), path)
+    pq.write_table(pa.Table.from_pylist(rows[3:], schema=schema), tmp_path / "data" / "train-00001-of-00002.parquet")
+    assert [p.caption for p in read_pairs(path, images=images).pairs] == [f"caption {i}" for i in range(3)]
+    path = tmp_path / "data"
 
     english = read_pairs(path, images=images)
     assert [p.caption for p in english.pairs] == [f"caption {i}" for i in range(4)]

@@ -8,7 +8,7 @@ import click
 
 from image2mood.config import Settings
 
-_data = click.argument("data", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+_data = click.argument("data", required=False, type=click.Path(exists=True, path_type=Path))
 _images = click.option("--images", "images", type=click.Path(exists=True, file_okay=False, path_type=Path),
                        help="Folder the table's image paths are relative to.")
 _caption_column = click.option("--caption-column", default=None,
@@ -73,7 +73,8 @@ def projection(settings: Settings, data: Path | None, images: Path | None, out: 
                caption_column: str | None, caption_language: str | None, image_column: str, epochs: int,
                batch_size: int, lr: float, hidden: int, noise: float | None, cache: Path | None, limit: int | None,
                seed: int, device: str | None) -> None:
-    """Train the head that maps CLIP image vectors into CLAP's space, from the image–caption table DATA."""
+    """Train the head that maps CLIP image vectors into CLAP's space, from the image–caption table DATA
+    (a Parquet, JSONL or CSV file, or a folder of them)."""
     from training.corpus import caption_corpus
     from training.data import text_pairs
     from training.metrics import MetricsLog
@@ -104,7 +105,7 @@ def projection(settings: Settings, data: Path | None, images: Path | None, out: 
 
 
 @train.command()
-@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("data", type=click.Path(exists=True, path_type=Path))
 @_images
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Model folder to write (loadable as IMAGE2MOOD_BLIP_MODEL).")
@@ -136,7 +137,7 @@ def blip(settings: Settings, data: Path, images: Path | None, out: Path, caption
          grad_accum: int, lr: float, freeze_vision: bool, image_size: str, bf16: bool | None,
          add_missing_tokens: bool, max_new_tokens: int, save_every: int, resume: bool, limit: int | None,
          seed: int, device: str | None) -> None:
-    """Fine-tune the BLIP captioner on the image–caption table DATA."""
+    """Fine-tune the BLIP captioner on the image–caption table DATA (a file, or a folder of them)."""
     import torch
 
     from image2mood.models.loading import checked_tokenizer, load_or_explain

@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,26 +85,36 @@ class Dataset:
 def read_pairs(path: Path, *, images: Path | None = None, caption_column: str | None = None,
                caption_language: str | None = None, image_column: str = "image",
                need_images: bool = True) -> Dataset:
-    """Read ``path`` into image–caption pairs; rows without a caption (or image reference) are skipped."""
-    rows = _read_rows(path)
-    if not rows:
-        raise DataError(f"{path} holds no rows; give a table with at least one image–caption pair")
-    columns = set().union(*(row.keys() for row in rows[:100]))
-    caption_of = _caption_reader(path, columns, caption_column, caption_language)
-    image_of = _image_reader(path, columns, image_column, images) if need_images else (lambda row: None)
+    """Read ``path`` (a table, or a folder of tables such as a dataset's Parquet shards) into
+    image–caption pairs; rows without a caption (or image reference) are skipped. Parquet is read
+    batch by batch and only in the columns used, so a table with 200 translations a row stays small."""
+    files = _tables(path)
+    columns, rows = _open(files[0])
+    caption_of, caption_source = _caption_reader(path, columns, caption_column, caption_language)
+    image_of, image_source = (_image_reader(path, columns, image_column, images) if need_images
+                              else ((lambda row: None), None))
+    needed = [c for c in (caption_source, image_source) if c]
     dataset = Dataset(source=str(path), pairs=[])
-    for number, row in enumerate(rows):
-        caption = caption_of(row)
-        if not caption:
-            dataset.skipped[number] = "no caption"
-            continue
-        image = image_of(row)
-        if need_images and image is None:
-            dataset.skipped[number] = "no image"
-            continue
-        dataset.pairs.append(Pair(row=number, caption=caption, image=image))
+    number = -1
+    for file in files:
+        if file != files[0]:
+            rows = _open(file)[1]
+        try:
+            for number, row in enumerate(rows(needed), number + 1):
+                caption = caption_of(row)
+                image = image_of(row) if caption else None
+                if not caption or (need_images and image is None):
+                    dataset.skipped[number] = "no caption" if not caption else "no image"
+                    continue
+                dataset.pairs.append(Pair(row=number, caption=caption, image=image))
+        except DataError:
+            raise
+        except Exception as exc:  # pyarrow and decoding errors all mean "not a readable table"
+            raise DataError(f"{file} could not be read ({type(exc).__name__}: {exc})") from exc
+    if number < 0:
+        raise DataError(f"{path} holds no rows; give a table with at least one image–caption pair")
     if not dataset.pairs:
-        raise DataError(f"{path}: none of its {len(rows)} rows has a usable caption"
+        raise DataError(f"{path}: none of its {number + 1} rows has a usable caption"
                         + (" and image" if need_images else "") + f" ({dataset.report()})")
     return dataset
 
@@ -133,26 +144,46 @@ def load_image(pair: Pair, max_pixels: int = 210_000_000) -> Image.Image:
     return load_photo(pair.image, name=name, max_pixels=max_pixels)
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
+TABLE_SUFFIXES = (".parquet", ".pq", ".jsonl", ".json", ".ndjson", ".csv", ".tsv")
+
+
+def _tables(path: Path) -> list[Path]:
+    """``path`` itself, or the tables in the folder ``path`` (sorted by name)."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in TABLE_SUFFIXES)
+        if not files:
+            raise DataError(f"folder {path} holds no tables ({', '.join(TABLE_SUFFIXES)})")
+        return files
     if not path.is_file():
         raise DataError(f"table {path} does not exist")
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise DataError(f"{path}: unknown table format {path.suffix.lower()!r}; use .parquet, .jsonl or .csv")
+    return [path]
+
+
+def _open(path: Path) -> tuple[set[str], Callable[[list[str]], Iterator[dict[str, Any]]]]:
+    """A table's column names, and a function that yields its rows (only the columns asked for, in Parquet)."""
     suffix = path.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
             import pyarrow.parquet as pq
 
-            return pq.read_table(path).to_pylist()
-        if suffix in (".jsonl", ".json", ".ndjson"):
-            with path.open(encoding="utf-8") as fh:
-                return [_json_row(path, n, line) for n, line in enumerate(fh, 1) if line.strip()]
-        if suffix in (".csv", ".tsv"):
-            with path.open(encoding="utf-8", newline="") as fh:
-                return list(csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ","))
+            table = pq.ParquetFile(path)
+            return set(table.schema_arrow.names), lambda columns: (
+                row for batch in table.iter_batches(batch_size=4096, columns=columns) for row in batch.to_pylist())
+        with path.open(encoding="utf-8", newline="") as fh:
+            if suffix in (".csv", ".tsv"):
+                reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
+                rows = list(reader)
+                columns = set(reader.fieldnames or ())
+            else:
+                rows = [_json_row(path, n, line) for n, line in enumerate(fh, 1) if line.strip()]
+                columns = set().union(*(row.keys() for row in rows[:100]))
     except DataError:
         raise
     except Exception as exc:  # pyarrow, csv and decoding errors all mean "not a readable table"
         raise DataError(f"{path} could not be read as a {suffix[1:]} table ({type(exc).__name__}: {exc})") from exc
-    raise DataError(f"{path}: unknown table format {suffix!r}; use .parquet, .jsonl or .csv")
+    return columns, lambda _columns: iter(rows)
 
 
 def _json_row(path: Path, number: int, line: str) -> dict[str, Any]:
@@ -165,16 +196,17 @@ def _json_row(path: Path, number: int, line: str) -> dict[str, Any]:
     return row
 
 
-def _caption_reader(path: Path, columns: set[str], column: str | None, language: str | None):
-    """A function from a row to its caption, chosen from the columns the table has."""
+def _caption_reader(path: Path, columns: set[str], column: str | None,
+                    language: str | None) -> tuple[Callable[[dict], str | None], str]:
+    """A function from a row to its caption, chosen from the columns the table has; and that column."""
     if language:
         source = column or NLLB_TRANSLATIONS
         _require(path, columns, source, "--caption-column")
-        return lambda row: _translation(row.get(source), language)
+        return (lambda row: _translation(row.get(source), language)), source
     if column is None:
         column = "caption" if "caption" in columns or NLLB_CAPTION not in columns else NLLB_CAPTION
     _require(path, columns, column, "--caption-column")
-    return lambda row: _text(row.get(column))
+    return (lambda row: _text(row.get(column))), column
 
 
 def _translation(pairs: Any, language: str) -> str | None:
@@ -190,13 +222,14 @@ def _text(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
-def _image_reader(path: Path, columns: set[str], column: str, root: Path | None):
-    """A function from a row to its image (bytes or an existing-or-not file path)."""
+def _image_reader(path: Path, columns: set[str], column: str,
+                  root: Path | None) -> tuple[Callable[[dict], Path | bytes | None], str]:
+    """A function from a row to its image (bytes or an existing-or-not file path); and its column."""
     if column not in columns and NLLB_ID in columns:
         if root is None:
             raise DataError(f"{path} has no {column!r} column; its images are looked up by {NLLB_ID!r} "
                             "under --images ROOT (ROOT/<id>.jpg ...): give --images")
-        return lambda row: _by_id(root, row.get(NLLB_ID))
+        return (lambda row: _by_id(root, row.get(NLLB_ID))), NLLB_ID
     _require(path, columns, column, "--image-column")
 
     def image_of(row: dict[str, Any]) -> Path | bytes | None:
@@ -210,7 +243,7 @@ def _image_reader(path: Path, columns: set[str], column: str, root: Path | None)
             return file if file.is_absolute() or root is None else root / file
         return None
 
-    return image_of
+    return image_of, column
 
 
 def _by_id(root: Path, key: Any) -> Path | None:
