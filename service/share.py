@@ -8,19 +8,22 @@ The songs are looked up in the store by id, in the answer's order; songs removed
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Blueprint, Response, current_app, render_template, request, url_for
 from flask.blueprints import BlueprintSetupState
+from PIL import Image
 from werkzeug.exceptions import NotFound
 
 from image2mood import playlists
 from image2mood.answers import song_json
-from image2mood.recommend import Recommender
-from image2mood.results import ResultStore, SavedResult
+from image2mood.recommend import Recommendation, Recommender
+from image2mood.results import ResultStore, ResultStoreError, SavedResult, result_from, thumbnail_jpeg
 from image2mood.store.base import Song
 
 share = Blueprint("share", __name__)
+log = logging.getLogger(__name__)
 RESULTS = "image2mood.results"
 PLAYLIST_TYPES = {"m3u8": "audio/x-mpegurl; charset=utf-8", "xspf": "application/xspf+xml; charset=utf-8"}
 QUERY_KEYS = {"text": "mapWords", "song": "mapSong"}  # the map's name for the query (strings.js); else the photo
@@ -33,6 +36,17 @@ def _open_results(state: BlueprintSetupState) -> None:
 
 def results_store() -> ResultStore:
     return current_app.extensions[RESULTS]
+
+
+def keep(rec: Recommendation, query: str | None = None, photo: Image.Image | None = None) -> str | None:
+    """Keep an answer (with a thumbnail of ``photo`` when given: the person chose to share it); its result_id,
+    or None when the results folder cannot be written (the answer is still given, and the log says why)."""
+    thumbnail = thumbnail_jpeg(photo) if photo is not None else None
+    try:
+        return results_store().save(result_from(rec, query=query, thumbnail=thumbnail)).id
+    except ResultStoreError as exc:
+        log.error("%s", exc)
+        return None
 
 
 def _recommender() -> Recommender:

@@ -9,7 +9,8 @@ const MARGIN = 34;
 const SPAN = SIZE - 2 * MARGIN;
 const MID = SIZE / 2;
 
-function svg(tag, attrs = {}, ...children) {
+// svg('circle', {cx: 1, i18n: 'key'}, ...children): an SVG element; `i18n` marks its text for translate().
+export function svg(tag, attrs = {}, ...children) {
   const el = document.createElementNS(SVG_NS, tag);
   Object.entries(attrs).forEach(([key, value]) => {
     if (key === 'i18n') el.dataset.i18n = value;
