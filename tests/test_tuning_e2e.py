@@ -253,6 +253,20 @@ def test_vocabulary_templates_caps_and_mmr_are_swept(world: dict, tiny_models: P
     assert {m for q in report["queries"] for m in q["moods"]} <= set(best["knobs"]["vocabulary"])
 
 
+def test_projection_checkpoints_are_compared(world: dict, tiny_models: Path) -> None:
+    checkpoint = tiny_models / "projection.pt"
+    config = world["work"] / "caption-only.env"
+    tune(run_args(world, "planted", "run-projection", "--projection", "none", "--projection", str(checkpoint),
+                  "--write-config", str(config)), tiny_models)
+    report = json.loads((world["work"] / "run-projection" / "report.json").read_text())
+    assert [c["name"] for c in report["configs"]] == ["projection=none", "projection=projection.pt"]
+    assert report["baseline"] == report["best"]["name"] == "projection=projection.pt"  # the configured head
+    without, with_head = (c["per_query"][f"ndcg@{K}"] for c in report["configs"])
+    assert with_head == [1.0] * (PHOTOS + TEXTS)
+    assert without[PHOTOS:] == with_head[PHOTOS:]  # text queries take no image route either way
+    assert f"IMAGE2MOOD_PROJECTION={checkpoint}" in config.read_text().splitlines()
+
+
 def test_song_vector_knobs_reembed_into_a_separate_store(tiny_models: Path, tmp_path: Path) -> None:
     music = tmp_path / "music"
     music.mkdir()
