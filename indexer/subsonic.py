@@ -15,7 +15,7 @@ from functools import partial
 
 from image2mood.audio import decode_stream, separate_stderr
 from image2mood.errors import Image2MoodError
-from image2mood.library import FileFacts, PreparedSong
+from image2mood.library import FileFacts, PreparedSong, window_limit
 from image2mood.subsonic import ServerSong, SubsonicClient
 from image2mood.tags import Tags
 from indexer.pipeline import Indexer, IndexReport, _Failed, _Unchanged
@@ -54,7 +54,7 @@ def _look_at(indexer: Indexer, client: SubsonicClient, song: ServerSong) -> Prep
     settings = indexer.settings
     try:
         audio = decode_stream(client.song_bytes(song.id), str(facts.path), sample_rate=indexer.encoder.sample_rate,
-                              window_seconds=settings.window_seconds, max_windows=settings.windows_per_song)
+                              window_seconds=settings.window_seconds, max_windows=window_limit(settings))
     except (Image2MoodError, OSError) as exc:
         return _Failed(facts.path, str(exc))
     except Exception as exc:  # a decoder library's own failure: still one song, not the run
