@@ -62,9 +62,9 @@ def _print(body: dict, as_json: bool) -> None:
         click.echo(f"caption: {body['caption']}")
     if body.get("note"):
         click.echo(f"note:    {body['note']}")
-    if body.get("face"):
-        face = body["face"]
-        click.echo(f"face:    {face['en']} ({face['ko']}), {face['probability']:.0%}")
+    for face in body.get("faces") or []:
+        where = "the whole photo (CLIP)" if face["box"] is None else "box " + ",".join(f"{v:.0f}" for v in face["box"])
+        click.echo(f"face:    {face['en']} ({face['ko']}), {face['probabilities'][face['expression']]:.0%}, {where}")
     click.echo("moods:   " + ", ".join(f"{m['en']} ({m['ko']})" for m in body["moods"]))
     for rank, song in enumerate(body["songs"], 1):
         moods = ", ".join(m["en"] for m in song["moods"])
