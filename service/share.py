@@ -84,7 +84,7 @@ def _length(seconds: float) -> str | None:
     return f"{minutes}:{rest:02d}" if seconds > 0 else None
 
 
-@share.get("/r/<result_id>")
+@share.get("/r/<path:result_id>")  # any path: a mangled link gets the friendly page too
 def page(result_id: str):
     result = results_store().get(result_id)
     if result is None:
