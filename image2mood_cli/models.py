@@ -34,10 +34,33 @@ def check(settings: Settings, download: bool) -> None:
         except ModelNotFoundError as exc:
             click.echo(f"{FAMILY_NAMES[kind]:5} missing  {exc.reason}")
             fixes.append(exc.fix or "")
+    if not fixes:
+        fixes += _check_projection(settings)
     _check_faces(settings)
     if fixes:
         click.echo(f"to fix: {fixes[0]}")  # the fixes differ only in the setting they name
         raise SystemExit(1)
+
+
+def _check_projection(settings: Settings) -> list[str]:
+    """The projection head's line; a configured head that cannot be used is a failure (the service would not start)."""
+    from image2mood.errors import ModelLoadError
+    from image2mood.models.factory import projection_head
+
+    path = settings.projection_path()
+    if path is None:
+        click.echo(f"{'head':5} none     photos are matched by their caption alone; train a projection head "
+                   "with `image2mood train projection` to turn the image route on")
+        return []
+    try:
+        head = projection_head(settings)
+    except ModelLoadError as exc:
+        click.echo(f"{'head':5} unusable {exc}")
+        return ["train a head for these models, or set IMAGE2MOOD_PROJECTION=none"]
+    assert head is not None
+    click.echo(f"{'head':5} ok       {path.name} ({head.config.in_dim} → {head.config.out_dim}): photos take the "
+               "fused image + caption route")
+    return []
 
 
 def _check_faces(settings: Settings) -> None:

@@ -180,3 +180,14 @@ def test_torch_log_mel_matches_clap_feature_extractor(settings: Settings, sample
     ours = clap.log_mel([window]).numpy()[0]
     assert ours.shape == reference.shape == (1, 1001, 64)
     assert np.abs(ours - reference).max() < 1e-2  # dB
+
+
+def test_models_check_shows_the_projection_head(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    ready = run_cli(["models", "check"], cli_env, tmp_path)
+    assert ready.returncode == 0 and "head  ok       projection.pt" in ready.stdout, ready.stdout + ready.stderr
+    broken = tmp_path / "head.pt"
+    broken.write_bytes(b"not a checkpoint")
+    unusable = run_cli(["models", "check"], {**cli_env, "IMAGE2MOOD_PROJECTION": str(broken)}, tmp_path)
+    assert unusable.returncode == 1 and "head  unusable" in unusable.stdout and "head.pt" in unusable.stdout
+    off = run_cli(["models", "check"], {**cli_env, "IMAGE2MOOD_PROJECTION": "none"}, tmp_path)
+    assert off.returncode == 0 and "caption alone" in off.stdout
