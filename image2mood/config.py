@@ -1,4 +1,5 @@
-"""One settings object for every command, read from ``IMAGE2MOOD_*`` environment variables and ``.env``."""
+"""One settings object for every command, read from ``IMAGE2MOOD_*`` environment variables, ``./.env``
+and the user's ``config.env`` (:func:`user_config_file`), in that order of precedence."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, DotEnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 ModelKind = Literal["clip", "blip", "clap"]
 PROJECTION_FILE = "projection.pt"
+FACES_DIR = "faces"
 
 DEFAULT_MODELS: dict[ModelKind, str] = {
     "clip": "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
@@ -33,6 +35,13 @@ def data_home() -> Path:
     return Path(base) / "image2mood"
 
 
+def user_config_file() -> Path:
+    """The user's settings file, read from any folder: ``$XDG_CONFIG_HOME/image2mood/config.env``
+    (``~/.config/image2mood/config.env`` when XDG_CONFIG_HOME is unset)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "image2mood" / "config.env"
+
+
 class Settings(BaseSettings):
     """Every knob of image2mood. Environment: ``IMAGE2MOOD_<FIELD>``, e.g. ``IMAGE2MOOD_STORE``."""
 
@@ -51,6 +60,12 @@ class Settings(BaseSettings):
         description="Projection-head checkpoint mapping CLIP image vectors into CLAP space (\"none\": "
         "use none even if the model set has one); without one the caption route alone serves photos.",
     )
+    faces: Path | None = Field(
+        default=None,
+        description="Folder with the face detector and expression weights (`image2mood models faces` writes "
+        "it); default: the model set's faces/, else ~/.local/share/image2mood/faces.",
+    )
+    face_min_size: int = Field(default=40, ge=12, description="Smallest face looked for, in photo pixels.")
     device: str = Field(default="cpu", description="torch device for the models: cpu, cuda, cuda:1 ...")
     threads: int = Field(default=0, ge=0, description="torch intra-op threads; 0 = all cores.")
 
@@ -63,15 +78,76 @@ class Settings(BaseSettings):
 
     window_seconds: float = Field(default=10.0, gt=0, description="Length of one CLAP window (s).")
     windows_per_song: int = Field(
-        default=6, ge=1, le=64, description="Windows embedded per song, spread evenly over it."
+        default=6, ge=0, le=64, description="Windows embedded per song, spread evenly over it; 0: every window "
+        "(up to 64, then 64 spread evenly), with CLAP in bf16 where IMAGE2MOOD_PRECISION allows.",
     )
     upsert_batch: int = Field(default=16, ge=1, description="Songs written to the store per batch.")
+    exact_search_limit: int = Field(
+        default=200_000, ge=0,
+        description="Libraries up to this many songs are searched exactly; larger ones through HNSW.",
+    )
 
     alpha: float = Field(default=0.5, ge=0, le=1, description="Weight of the image route in the fused query.")
     top: int = Field(default=10, ge=1, le=100, description="Songs returned per query.")
     caption_tokens: int = Field(default=20, ge=4, le=60, description="Most tokens in a BLIP caption.")
+    caption_image_size: int = Field(
+        default=224, ge=0, le=1024, description="Side (px) BLIP sees the photo at, or the model's own where that is "
+        "smaller; 0: the model's own (384 for BLIP-base). 224 is about twice as fast.",
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="Number format of BLIP (and of CLAP for --windows all): auto = bf16 where the "
+        "CPU (AVX512-BF16, AMX) or GPU computes it fast, else fp32.",
+    )
     max_image_pixels: int = Field(default=210_000_000, ge=1, description="Largest photo accepted (pixels).")
+    max_decode_mb: int = Field(
+        default=280, ge=16, description="Memory one photo's decode may take (MB); JPEG is decoded at reduced "
+        "scale, other formats whole.",
+    )
     max_upload_mb: float = Field(default=20.0, gt=0, description="Largest upload the service accepts (MB).")
+    tune_reports: Path | None = Field(
+        default=None,
+        description="Folder of saved tuning reports (`image2mood tune run --out DIR/NAME`), listed by `serve` "
+        "at /tune; unset, the page is off.",
+    )
+    results: Path = Field(
+        default_factory=lambda: data_home() / "results",
+        description="Folder of kept answers (caption, moods, query vector, song ids; a photo's thumbnail only "
+        "when its owner shares it), which /r/<id> and the playlist downloads read.",
+    )
+    result_ttl_hours: float = Field(default=168.0, gt=0, description="Hours a kept answer lasts (default a week).")
+    connection_limit: int = Field(default=1000, ge=1, le=10_000,
+                                  description="Most connections `serve` holds open at once.")
+    channel_timeout: int = Field(default=30, ge=1, description="Seconds `serve` keeps a silent connection open.")
+    trusted_proxy: str | None = Field(
+        default=None,
+        description="Address of the reverse proxy in front of `serve` (e.g. 127.0.0.1, or * for any); its "
+        "X-Forwarded-For/-Proto/-Host/-Port headers are trusted, everyone else's are dropped.",
+    )
+    subsonic_url: str | None = Field(
+        default=None, description="A Subsonic/OpenSubsonic music server (Navidrome, Jellyfin, Airsonic, Gonic ...) "
+        "for `index subsonic` and `recommend --push`, e.g. https://music.example.org.",
+    )
+    subsonic_user: str | None = Field(default=None, description="User name on the Subsonic server.")
+    subsonic_password: SecretStr | None = Field(
+        default=None, description="Password on the Subsonic server (sent as a salted token where the server takes one).")
+    subsonic_api_key: SecretStr | None = Field(
+        default=None, description="OpenSubsonic API key, instead of user and password where the server offers one.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments win, then IMAGE2MOOD_* variables, then ./.env, then the user config file
+        (``_env_file=None`` reads neither file)."""
+        sources = [init_settings, env_settings, dotenv_settings]
+        if getattr(dotenv_settings, "env_file", None) is not None:
+            sources.append(DotEnvSettingsSource(settings_cls, env_file=user_config_file()))
+        return (*sources, file_secret_settings)
 
     def model_spec(self, kind: ModelKind) -> str:
         """The spec for one model: an explicit setting wins, then the model-set folder, then the default."""
@@ -79,6 +155,14 @@ class Settings(BaseSettings):
         if field in self.model_fields_set or self.models is None:
             return getattr(self, field)
         return str(self.models.expanduser().resolve() / kind)
+
+    def faces_folder(self) -> Path:
+        """Where the face weights are: the explicit setting, else the model set's faces/, else the data home's."""
+        if self.faces is not None:
+            return self.faces.expanduser()
+        if self.models is not None:
+            return self.models.expanduser().resolve() / FACES_DIR
+        return data_home() / FACES_DIR
 
     def projection_path(self) -> Path | None:
         """The projection checkpoint: the explicit setting, else the model set's, else none."""

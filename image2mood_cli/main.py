@@ -9,8 +9,11 @@ import click
 from image2mood.config import Settings, is_tiny
 from image2mood.errors import Image2MoodError
 from image2mood_cli.models import models
+from image2mood_cli.store import store
 from indexer.cli import commands as indexer_commands
 from service.cli import commands as service_commands
+from training.cli import train
+from tuning.cli import tune
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,6 +29,9 @@ def cli(ctx: click.Context) -> None:
 
 
 cli.add_command(models)
+cli.add_command(train)
+cli.add_command(store)
+cli.add_command(tune)
 for command in [*indexer_commands, *service_commands]:
     cli.add_command(command)
 
