@@ -21,7 +21,10 @@ _loaded: dict[tuple[Any, ...], Any] = {}
 
 def _load(kind: ModelKind, settings: Settings) -> Any:
     spec = settings.model_spec(kind)
-    extra = {"max_new_tokens": settings.caption_tokens} if kind == "blip" else {}
+    extra = {"max_new_tokens": settings.caption_tokens, "image_size": settings.caption_image_size,
+             "precision": settings.precision} if kind == "blip" else {}
+    if kind == "clap" and settings.windows_per_song == 0:  # every window: the audio tower in bf16 where fast
+        extra = {"precision": settings.precision}
     key = (kind, spec, settings.device, *sorted(extra.items()))  # every argument the instance is built with
     with _lock:
         if key not in _loaded:
