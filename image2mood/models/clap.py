@@ -10,10 +10,12 @@ from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
 from image2mood.models.resolve import ResolvedModel
 from image2mood.models.loading import checked_tokenizer, load_or_explain
+from image2mood.models.precision import Precision, autocast, uses_bf16
 from image2mood.vectors import l2_normalise
 
 
 TEXT_TOKENS = 77  # LAION-CLAP's training length for texts
+WINDOW_BATCH = 8  # windows through the audio tower at once: a long song's windows take bounded memory
 
 AUDIO_PREPROCESSING = "laion-int16/1"
 """How windows are prepared for the model, as a store records it: :func:`laion_quantise`."""
@@ -34,7 +36,7 @@ class ClapEncoder:
 
     preprocessing = AUDIO_PREPROCESSING
 
-    def __init__(self, resolved: ResolvedModel, device: str = "cpu") -> None:
+    def __init__(self, resolved: ResolvedModel, device: str = "cpu", precision: Precision = "fp32") -> None:
         folder = resolved.folder
         self.name = resolved.spec
         self.device = torch.device(device)
@@ -49,6 +51,7 @@ class ClapEncoder:
         filters = self.features.mel_filters if self.fusion else self.features.mel_filters_slaney
         self._mel_filters = torch.from_numpy(np.asarray(filters, dtype=np.float32)).T.contiguous()
         self._window = torch.hann_window(self.features.fft_window_size, periodic=True)
+        self.bf16 = uses_bf16(precision, self.device)  # the audio tower only; texts stay fp32
 
     @property
     def sample_rate(self) -> int:
@@ -89,12 +92,14 @@ class ClapEncoder:
         """
         features = self.log_mel([laion_quantise(w) for w in windows]).to(self.device)
         is_longer = torch.zeros((len(windows), 1), dtype=torch.bool, device=self.device)
-        out = self.model.get_audio_features(input_features=features, is_longer=is_longer)
+        with autocast(self.bf16, self.device):
+            out = self.model.get_audio_features(input_features=features, is_longer=is_longer)
         return l2_normalise(out.pooler_output.float().cpu().numpy())
 
     def encode_audio(self, windows: Sequence[np.ndarray]) -> np.ndarray:
-        """A song's vector: the mean of its window vectors, L2-normalised."""
-        return l2_normalise(self.encode_windows(windows).mean(axis=0))
+        """A song's vector: the mean of its window vectors (embedded :data:`WINDOW_BATCH` at a time), L2-normalised."""
+        vectors = [self.encode_windows(windows[i:i + WINDOW_BATCH]) for i in range(0, len(windows), WINDOW_BATCH)]
+        return l2_normalise(np.concatenate(vectors).mean(axis=0))
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
