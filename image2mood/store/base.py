@@ -54,6 +54,8 @@ class Song:
     album: str | None = None
     genre: str | None = None
     duration: float = 0.0
+    size: int | None = None  # the file's size and mtime when it was hashed: a rerun trusts them (None: unknown)
+    mtime_ns: int | None = None
     vector: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def to_payload(self) -> dict[str, Any]:
@@ -66,6 +68,8 @@ class Song:
             "album": self.album,
             "genre": self.genre,
             "duration": float(self.duration),
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
         }
 
     @classmethod
@@ -83,6 +87,8 @@ class Song:
             album=p.get("album"),
             genre=p.get("genre"),
             duration=float(p.get("duration") or 0.0),
+            size=p.get("size"),
+            mtime_ns=p.get("mtime_ns"),
             vector=None if vector is None else np.asarray(vector, dtype=np.float32),
         )
 
@@ -154,7 +160,7 @@ class StoreInfo:
 
 def windowing_label(windows_per_song: int, window_seconds: float) -> str:
     """The canonical ``windowing`` string, e.g. ``"6x10.0s"``."""
-    return f"{windows_per_song}x{float(window_seconds)}s"
+    return f"{windows_per_song or 'all'}x{float(window_seconds)}s"
 
 
 def check_info(location: str, recorded: StoreInfo, wanted: StoreInfo | None) -> None:
