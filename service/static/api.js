@@ -17,6 +17,58 @@ export async function loadHealth() {
 
 // fetch JSON; on failure show the error and return null. A newer request aborts this one.
 export async function request(url, init, busyKey) {
+  return guarded(busyKey, async (signal, started) => {
+    const res = await fetch(url, {...init, signal, headers: {Accept: 'application/json'}});
+    let body = null;
+    try { body = await res.json(); } catch { /* not JSON */ }
+    return answer(res, body, started);
+  });
+}
+
+// fetch a streamed answer (JSON lines): `onSongs` gets the first songs (no caption yet) as soon as they come,
+// the final answer is returned as request() returns it. The same errors, busy line and aborting as request().
+export async function requestStream(url, init, busyKey, onSongs) {
+  return guarded(busyKey, async (signal, started) => {
+    const res = await fetch(url, {...init, signal, headers: {Accept: 'application/x-ndjson'}});
+    if (!res.ok || !res.body) {
+      let body = null;
+      try { body = await res.json(); } catch { /* not JSON */ }
+      return answer(res, body, started);
+    }
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffered = '';
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) break;
+      buffered += value;
+      const lines = buffered.split('\n');
+      buffered = lines.pop();
+      for (const line of lines.filter((l) => l.trim())) {
+        const event = JSON.parse(line);
+        if (event.event === 'error') throw new ApiError((event.error && event.error.message) || '');
+        if (event.event === 'answer') return answer(res, event, started);
+        if (event.event === 'songs' && Array.isArray(event.songs)) {
+          onSongs({...event, elapsedMs: performance.now() - started});
+        }
+      }
+    }
+    throw Object.assign(new ApiError(''), {status: res.status});  // the stream ended without an answer
+  });
+}
+
+function answer(res, body, started) {
+  if (!res.ok) {
+    const message = body && body.error && body.error.message;
+    if (message) throw new ApiError(message);
+    throw Object.assign(new ApiError(''), {status: res.status});
+  }
+  if (!body || !Array.isArray(body.songs)) throw Object.assign(new ApiError(''), {status: res.status});
+  body.elapsedMs = performance.now() - started;
+  return body;
+}
+
+// Run `work(signal, started)` with the busy line shown; its errors are shown, and null returned.
+async function guarded(busyKey, work) {
   if (state.controller) state.controller.abort();
   const controller = new AbortController();
   state.controller = controller;
@@ -24,17 +76,7 @@ export async function request(url, init, busyKey) {
   setBusy(busyKey);
   const started = performance.now();
   try {
-    const res = await fetch(url, {...init, signal: controller.signal, headers: {Accept: 'application/json'}});
-    let body = null;
-    try { body = await res.json(); } catch { /* not JSON */ }
-    if (!res.ok) {
-      const message = body && body.error && body.error.message;
-      if (message) throw new ApiError(message);
-      throw Object.assign(new ApiError(''), {status: res.status});
-    }
-    if (!body || !Array.isArray(body.songs)) throw Object.assign(new ApiError(''), {status: res.status});
-    body.elapsedMs = performance.now() - started;
-    return body;
+    return await work(controller.signal, started);
   } catch (err) {
     if (err.name === 'AbortError') return null;
     if (err instanceof ApiError && err.message) showError({message: err.message});

@@ -1,10 +1,10 @@
 /* A photo in: chosen, taken with the phone's camera, dropped anywhere on the page or pasted. */
 
-import {optionParams, request} from './api.js';
+import {optionParams, requestStream} from './api.js';
 import {closeCamera} from './camera.js';
 import {translate} from './i18n.js';
 import {$, els, state} from './page.js';
-import {mb, renderAlphaOutput, show, showError, showPending} from './render.js';
+import {mb, renderAlphaOutput, setBusy, show, showError, showPending} from './render.js';
 
 export async function sendPhoto(file) {
   if (!file) return;
@@ -21,7 +21,12 @@ export async function sendPhoto(file) {
   const form = new FormData();
   form.append('image', file, file.name || 'photo.jpg');
   optionParams({withAlpha: true}).forEach((value, name) => form.append(name, value));
-  const data = await request('/api/recommend', {method: 'POST', body: form}, 'busyPhoto');
+  // The image route's songs come first (while the caption is written), then the caption and the refined order.
+  const firstSongs = (first) => {
+    show({kind: 'photo', data: first, photoUrl: state.photoUrl});
+    setBusy('busyRefining');
+  };
+  const data = await requestStream('/api/recommend?stream=1', {method: 'POST', body: form}, 'busyPhoto', firstSongs);
   if (data) {
     if (!state.alphaTouched && typeof data.alpha === 'number') els.alpha.value = String(data.alpha);
     show({kind: 'photo', data, photoUrl: state.photoUrl});
