@@ -349,3 +349,22 @@ def test_camera_button_takes_and_sends_a_photo(page) -> None:
     wait_for_results(driver)
     assert not driver.find_element("id", "camera-panel").is_displayed()
     assert driver.execute_script("return document.getElementById('photo').src").startswith("blob:")
+
+
+def test_songs_show_before_the_caption_then_the_caption_and_refined_order(page, photo: Path) -> None:
+    driver = page
+    # Record, at each change of the song list, whether the caption was written yet and which songs were shown.
+    driver.execute_script("""
+        window.seen = [];
+        new MutationObserver(() => window.seen.push({
+            caption: document.getElementById('caption').textContent,
+            songs: [...document.querySelectorAll('#songs .song')].map((li) => li.dataset.id)}))
+          .observe(document.getElementById('songs'), {childList: true});
+    """)
+    upload(driver, photo)
+    caption = wait_for_results(driver)
+    seen = [s for s in driver.execute_script("return window.seen") if s["songs"]]
+    assert seen[0]["caption"] == "" and seen[0]["songs"], seen  # the image route's songs, before any caption
+    assert seen[-1]["caption"] == caption and caption  # then the caption, with the refined order
+    shown = [card.get_attribute("data-id") for card in by_css(driver, "#songs .song")]
+    assert seen[-1]["songs"] == shown
