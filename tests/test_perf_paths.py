@@ -33,6 +33,7 @@ from service.app import create_app
 
 LOGITS_COSINE = 0.99  # BLIP's teacher-forced next-token logits, reduced precision against fp32
 VECTOR_COSINE = 0.995  # BLIP's image features, reduced precision against fp32
+QUERY_COSINE = 0.995  # a photo's query vector, reduced precision against fp32
 BF16_CLAP_COSINE = 0.999  # CLAP window vectors, bf16 against fp32
 
 
@@ -195,6 +196,17 @@ def test_reduced_precision_keeps_blips_features_and_logits_within_their_cosine_o
     for row32, row_r in zip(logits32.flatten(0, 1), logits_r.flatten(0, 1), strict=True):
         assert _cosine(row32, row_r) >= LOGITS_COSINE
     assert reduced.caption(photos) and all(isinstance(c, str) for c in reduced.caption(photos))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8", "auto"])
+def test_reduced_precision_keeps_query_vectors_within_their_cosine_of_fp32(library: Settings, precision: str) -> None:
+    rng = np.random.default_rng(11)
+    photos = [Image.fromarray((rng.random((120, 160, 3)) * 255).astype(np.uint8)) for _ in range(3)]
+    with open_store(library.store, info=None) as store:
+        answers = [[Recommender(library.model_copy(update={"precision": p}), store).for_photo(photo)
+                    for photo in photos] for p in ("fp32", precision)]
+    for full, reduced in zip(*answers, strict=True):
+        assert _cosine(full.vector, reduced.vector) >= QUERY_COSINE
 
 
 def test_bf16_keeps_clap_window_vectors_within_their_cosine_of_fp32(tiny_models: Path) -> None:
