@@ -260,3 +260,29 @@ def test_a_file_with_its_size_and_mtime_unchanged_is_not_read_again(tiny_models:
     os.utime(quiet, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     assert _index(settings, root) == (1, 2)
     assert _stored(settings, quiet).content_hash == _stored(settings, loud).content_hash
+
+
+# ------------------------------------------------------------------ full coverage
+
+
+def test_index_windows_all_embeds_every_window_and_records_it(cli_env: dict[str, str], tmp_path: Path) -> None:
+    music = tmp_path / "music"
+    music.mkdir()
+    song = write_tone(music / "long.flac", seconds=35, freq=330)  # four 10-s windows, the last one short
+    store = tmp_path / "store"
+    result = run_cli(["index", str(music), "--store", str(store), "--windows", "all"], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "indexed 1," in result.stdout
+    with open_store(str(store), info=None) as opened:
+        assert opened.info.windowing == "allx10.0s"
+        stored = opened.get([song_id(song)], with_vectors=True)[0]
+    settings = Settings(_env_file=None, models=Path(cli_env["IMAGE2MOOD_MODELS"]), windows_per_song=0)
+    encoder = clap_encoder(settings)
+    assert encoder.bf16 == cpu_has_fast_bf16()  # full coverage runs CLAP's audio tower in bf16 where it is fast
+    from image2mood.audio import decode_windows
+
+    windows = decode_windows(song, sample_rate=encoder.sample_rate, max_windows=64).windows
+    assert len(windows) == 4
+    assert _cosine(stored.vector, encoder.encode_audio(windows)) > 0.9999
+    refused = run_cli(["index", str(music), "--store", str(store), "--windows", "0"], cli_env, tmp_path)
+    assert refused.returncode == 2 and "--windows" in refused.stderr
