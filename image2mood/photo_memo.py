@@ -18,12 +18,16 @@ from PIL import Image
 
 T = TypeVar("T")
 PHOTOS_REMEMBERED = 32
+KEY_STRIP_ROWS = 64
 
 
 def photo_key(image: Image.Image) -> str:
-    """A digest of the decoded photo: its mode, size and pixels."""
+    """A digest of the decoded photo: its mode, size and pixels, read in strips of rows (a copy of the whole
+    photo would double the memory its decode was allowed)."""
     digest = hashlib.blake2b(f"{image.mode}:{image.size}".encode(), digest_size=20)
-    digest.update(image.tobytes())
+    width, height = image.size
+    for top in range(0, height, KEY_STRIP_ROWS):
+        digest.update(image.crop((0, top, width, min(height, top + KEY_STRIP_ROWS))).tobytes())
     return digest.hexdigest()
 
 
