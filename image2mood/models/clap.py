@@ -10,7 +10,7 @@ from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
 from image2mood.models.resolve import ResolvedModel
 from image2mood.models.loading import checked_tokenizer, load_or_explain
-from image2mood.models.precision import Precision, autocast, uses_bf16
+from image2mood.models.precision import Precision, uses_bf16
 from image2mood.vectors import l2_normalise
 
 
@@ -51,7 +51,10 @@ class ClapEncoder:
         filters = self.features.mel_filters if self.fusion else self.features.mel_filters_slaney
         self._mel_filters = torch.from_numpy(np.asarray(filters, dtype=np.float32)).T.contiguous()
         self._window = torch.hann_window(self.features.fft_window_size, periodic=True)
-        self.bf16 = uses_bf16(precision, self.device)  # the audio tower only; texts stay fp32
+        self.bf16 = uses_bf16(precision, self.device)  # the audio tower's weights only; texts stay fp32
+        self.audio_dtype = torch.bfloat16 if self.bf16 else torch.float32
+        self.model.audio_model.to(self.audio_dtype)
+        self.model.audio_projection.to(self.audio_dtype)
 
     @property
     def sample_rate(self) -> int:
@@ -90,10 +93,9 @@ class ClapEncoder:
 
         Each window goes through :func:`laion_quantise` first, as LAION-CLAP's own embedding calls do.
         """
-        features = self.log_mel([laion_quantise(w) for w in windows]).to(self.device)
+        features = self.log_mel([laion_quantise(w) for w in windows]).to(self.device, self.audio_dtype)
         is_longer = torch.zeros((len(windows), 1), dtype=torch.bool, device=self.device)
-        with autocast(self.bf16, self.device):
-            out = self.model.get_audio_features(input_features=features, is_longer=is_longer)
+        out = self.model.get_audio_features(input_features=features, is_longer=is_longer)
         return l2_normalise(out.pooler_output.float().cpu().numpy())
 
     def encode_audio(self, windows: Sequence[np.ndarray]) -> np.ndarray:

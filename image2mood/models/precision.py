@@ -8,8 +8,6 @@ models' outputs within a stated cosine of fp32 (tests/test_perf_paths.py).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -43,13 +41,3 @@ def uses_bf16(precision: Precision, device: torch.device) -> bool:
 def uses_int8_decoder(precision: Precision, device: torch.device) -> bool:
     """Whether BLIP's text decoder runs with int8 weights (dynamic quantisation: CPU only)."""
     return device.type == "cpu" and precision in ("auto", "int8")
-
-
-@contextlib.contextmanager
-def autocast(bf16: bool, device: torch.device) -> Iterator[None]:
-    """bf16 autocast on ``device`` when ``bf16``, else nothing."""
-    if not bf16:
-        yield
-        return
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-        yield
