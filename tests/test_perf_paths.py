@@ -284,5 +284,8 @@ def test_index_windows_all_embeds_every_window_and_records_it(cli_env: dict[str,
     windows = decode_windows(song, sample_rate=encoder.sample_rate, max_windows=64).windows
     assert len(windows) == 4
     assert _cosine(stored.vector, encoder.encode_audio(windows)) > 0.9999
+    again = run_cli(["index", str(music), "--store", str(store), "--windows", "all"], cli_env, tmp_path)
+    assert again.returncode == 0 and "indexed 0, unchanged 1," in again.stdout
+    assert "loading CLAP" not in again.stderr  # nothing changed: the model is not even loaded
     refused = run_cli(["index", str(music), "--store", str(store), "--windows", "0"], cli_env, tmp_path)
     assert refused.returncode == 2 and "--windows" in refused.stderr
