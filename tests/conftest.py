@@ -29,6 +29,16 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_set(tmp_path_factory.mktemp("models") / "tiny")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_homes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Nothing a test runs (module-scoped servers included) reads or writes the user's config or data
+    folders: kept answers, the default store and faces live in a session folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+        patch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test reads the developer's IMAGE2MOOD_* variables, .env or user config file, or touches the hub."""
@@ -37,6 +47,7 @@ def hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.chdir(tmp_path)
 
 
