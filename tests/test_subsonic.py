@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from pydantic import SecretStr
 from click.testing import CliRunner
 
 from conftest import CLI, free_port
@@ -254,3 +255,36 @@ def test_server_facts_are_stable_and_name_the_server(server: Supysonic) -> None:
         assert server_facts(client, song) == server_facts(other, song)
         facts = server_facts(client, song)
     assert server_song_id(str(facts.path)) == song.id and server_song_id("/music/a.flac") is None
+
+
+def test_the_service_relays_a_server_song_with_its_byte_range_and_never_the_login(
+        server: Supysonic, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.app import create_app
+
+    _, stored = index(server, settings)
+    configured = settings.model_copy(update={"subsonic_url": server.url, "subsonic_user": USER,
+                                             "subsonic_password": SecretStr(PASSWORD)})
+    app = create_app(configured)
+    try:
+        client = app.test_client()
+        song = next(s for s in stored.values() if s.title == "Rain Song")
+        original = (server.music / "Weather" / "rain.flac").read_bytes()
+
+        whole = client.get(f"/audio/{song.id}")
+        assert whole.status_code == 200 and whole.data == original
+        assert whole.headers["Content-Type"] == "audio/flac"
+        part = client.get(f"/audio/{song.id}", headers={"Range": "bytes=100-1099"})
+        assert part.status_code == 206 and part.data == original[100:1100]
+        assert part.headers["Content-Range"] == f"bytes 100-1099/{len(original)}"
+        beyond = client.get(f"/audio/{song.id}", headers={"Range": f"bytes={len(original) + 10}-"})
+        assert beyond.status_code == 416 and beyond.headers["Content-Range"] == f"bytes */{len(original)}"
+        for answer in (whole, part, beyond):
+            seen = str(answer.headers) + (answer.get_data(as_text=True) if answer.status_code >= 400 else "")
+            assert PASSWORD not in seen and PASSWORD.encode().hex() not in seen and "/rest/" not in seen
+
+        recommender = app.extensions["image2mood"]
+        monkeypatch.setattr(recommender, "settings", settings)  # no server configured any more
+        gone = client.get(f"/audio/{song.id}")
+        assert gone.status_code == 404 and "IMAGE2MOOD_SUBSONIC_URL" in gone.get_json()["error"]["message"]
+    finally:
+        app.extensions["image2mood"].store.close()
