@@ -111,6 +111,30 @@ def decode_windows(
     return replace(decoded, notes=_kept(notes))
 
 
+def decode_stream(
+    chunks: Iterable[bytes], name: str, *, sample_rate: int = 48000, window_seconds: float = 10.0,
+    max_windows: int = 6,
+) -> DecodedAudio:
+    """:func:`decode_windows` for a song that arrives as bytes (streamed from a music server).
+
+    The bytes go into an anonymous in-memory file (Linux ``memfd``), never onto the disk; both decoders
+    open it by its ``/proc`` path, as they would a file. Errors name ``name`` (e.g. the song's URL).
+    """
+    fd = os.memfd_create("image2mood-song", os.MFD_CLOEXEC)
+    try:
+        with open(fd, "wb", closefd=False) as memory:
+            for chunk in chunks:
+                memory.write(chunk)
+        where = f"/proc/{os.getpid()}/fd/{fd}"
+        try:
+            return decode_windows(Path(where), sample_rate=sample_rate, window_seconds=window_seconds,
+                                  max_windows=max_windows)
+        except AudioDecodeError as e:
+            raise AudioDecodeError(str(e).replace(where, name)) from None
+    finally:
+        os.close(fd)
+
+
 def check_regular_file(path: Path) -> os.stat_result:
     """The ``stat`` of ``path`` if it is a non-empty regular file (symlinks followed), else an
     :class:`AudioDecodeError` that says what it is. Nothing is opened, so a named pipe cannot hang us."""

@@ -8,20 +8,33 @@ from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from image2mood.audio import DecodedAudio, check_regular_file, content_hash, decode_windows
 from image2mood.config import Settings
 from image2mood.errors import Image2MoodError
-from image2mood.models.clap import ClapEncoder
 from image2mood.store.base import Song, StoreInfo, windowing_label
 from image2mood.tags import Tags, read_tags
+
+if TYPE_CHECKING:  # torch loads only when a song is embedded: a rerun over unchanged files needs none
+    from image2mood.models.clap import ClapEncoder
 
 
 def song_id(path: Path) -> str:
     """A song's stable id: derived from its absolute path, so re-indexing updates it in place."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, Path(path).resolve().as_uri()))
+
+
+ALL_WINDOWS = 64
+"""``windows_per_song`` 0 ("all"): every window of a song up to this many (10:40 of 10-s windows), then this
+many spread evenly, so that a long file's decoded audio stays bounded (about 120 MB at 48 kHz)."""
+
+
+def window_limit(settings: Settings) -> int:
+    """The most windows decoded per song under these settings."""
+    return settings.windows_per_song or ALL_WINDOWS
 
 
 def store_info(encoder: ClapEncoder, settings: Settings) -> StoreInfo:
@@ -33,11 +46,22 @@ def store_info(encoder: ClapEncoder, settings: Settings) -> StoreInfo:
 
 @dataclass(frozen=True)
 class FileFacts:
-    """What is known of a file before decoding: where it is, its id and content hash."""
+    """What is known of a file before decoding: where it is, its id and content hash (and size and mtime)."""
 
-    path: Path
+    path: Path | str  # a file, or a music server's song (subsonic://HOST/ID, see image2mood.subsonic)
     id: str
-    content_hash: str
+    content_hash: str  # "" until :meth:`hashed`
+    size: int | None = None
+    mtime_ns: int | None = None
+
+    def same_file(self, stored: Song) -> bool:
+        """Whether the stored song was hashed from this file as it is now: same size and mtime, so it need
+        not be read again."""
+        return self.size is not None and (stored.size, stored.mtime_ns) == (self.size, self.mtime_ns)
+
+    def hashed(self) -> FileFacts:
+        """These facts with the file's content hash (reads the whole file once, in chunks)."""
+        return self if self.content_hash else replace(self, content_hash=content_hash(Path(self.path)))
 
 
 @dataclass(frozen=True)
@@ -49,14 +73,14 @@ class PreparedSong:
     audio: DecodedAudio
 
 
-def file_facts(path: Path) -> FileFacts:
-    """Id and content hash of a file (reads the whole file once, in chunks).
+def file_facts(path: Path, hashed: bool = True) -> FileFacts:
+    """Id, size, mtime and content hash of a file (``hashed=False``: no hash, and nothing is read).
 
     Raises :class:`Image2MoodError` naming the file when it is not a regular file (checked before
     anything opens it) or its name is not UTF-8 (a stored path is text: the store, the service and
     the web page need it).
     """
-    check_regular_file(path)
+    info = check_regular_file(path)  # before any read: a change after it is seen by the next run
     path = Path(path).resolve()
     try:
         str(path).encode("utf-8")
@@ -66,18 +90,19 @@ def file_facts(path: Path) -> FileFacts:
             f"cannot index {shown}: its name is not valid UTF-8; rename it, e.g. with "
             f"`convmv -f latin1 -t utf8 --notest FILE` (for a Latin-1 name)"
         ) from None
-    return FileFacts(path=path, id=song_id(path), content_hash=content_hash(path))
+    facts = FileFacts(path=path, id=song_id(path), content_hash="", size=info.st_size, mtime_ns=info.st_mtime_ns)
+    return facts.hashed() if hashed else facts
 
 
 def prepare(facts: FileFacts, settings: Settings, sample_rate: int) -> PreparedSong:
     """Decode the file's windows and read its tags (raises AudioDecodeError for bad files)."""
     audio = decode_windows(
-        facts.path,
+        Path(facts.path),
         sample_rate=sample_rate,
         window_seconds=settings.window_seconds,
-        max_windows=settings.windows_per_song,
+        max_windows=window_limit(settings),
     )
-    return PreparedSong(facts=facts, tags=read_tags(facts.path), audio=audio)
+    return PreparedSong(facts=facts, tags=read_tags(Path(facts.path)), audio=audio)
 
 
 def embed(prepared: PreparedSong, encoder: ClapEncoder) -> Song:
@@ -86,5 +111,6 @@ def embed(prepared: PreparedSong, encoder: ClapEncoder) -> Song:
     return Song(
         id=facts.id, path=str(facts.path), content_hash=facts.content_hash, title=tags.title,
         artist=tags.artist, album=tags.album, genre=tags.genre,
-        duration=round(prepared.audio.duration, 3), vector=encoder.encode_audio(prepared.audio.windows),
+        duration=round(prepared.audio.duration, 3), size=facts.size, mtime_ns=facts.mtime_ns,
+        vector=encoder.encode_audio(prepared.audio.windows),
     )

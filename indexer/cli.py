@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
+import numpy as np
 
 from image2mood.answers import library_song_json
 from image2mood.config import Settings
@@ -22,27 +23,54 @@ from indexer.prune import prune_candidates, prune_roots
 
 if TYPE_CHECKING:
     from image2mood.models.clap import ClapEncoder
+    from image2mood.subsonic import SubsonicClient
+
+SUBSONIC = "subsonic"
+"""The PATHS word that means the configured music server (a folder of that name is written ./subsonic)."""
+
+
+class PathOrServer(click.ParamType):
+    """An existing file or folder, or the word ``subsonic``."""
+
+    name = "path"
+    _path = click.Path(exists=True, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
+        return SUBSONIC if value == SUBSONIC else self._path.convert(value, param, ctx)
+
+
+class WindowCount(click.ParamType):
+    """1 to 64 windows per song, or ``all`` (stored as 0: every window)."""
+
+    name = "1-64|all"
+    _count = click.IntRange(1, 64)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        return 0 if str(value).lower() == "all" else self._count.convert(value, param, ctx)
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=PathOrServer())
 @store_option
 @click.option("--prune", is_flag=True,
               help="Remove stored songs under PATHS whose files are gone (refused when a PATH is missing or empty).")
 @click.option("--dry-run", is_flag=True, help="With --prune: list what it would remove, and change nothing.")
-@click.option("--windows", type=click.IntRange(1, 64), default=None,
-              help="Windows embedded per song (default: IMAGE2MOOD_WINDOWS_PER_SONG).")
+@click.option("--windows", type=WindowCount(), default=None,
+              help="Windows embedded per song, 1 to 64, or 'all': every 10-s window (up to 64), CLAP in bf16 where "
+                   "the CPU is fast at it (default: IMAGE2MOOD_WINDOWS_PER_SONG).")
 @click.option("-v", "--verbose", is_flag=True, help="Print 'stored: PATH' for each song once it is stored durably.")
 @click.pass_obj
-def index(settings: Settings, paths: tuple[Path, ...], store: str | None, prune: bool, dry_run: bool,
+def index(settings: Settings, paths: tuple[Path | str, ...], store: str | None, prune: bool, dry_run: bool,
           windows: int | None, verbose: bool) -> None:
-    """Add the music files in PATHS (files or folders) to the store."""
+    """Add the music files in PATHS (files or folders) to the store; `index subsonic` adds the songs of the
+    music server IMAGE2MOOD_SUBSONIC_URL and removes those it no longer lists."""
     if dry_run and not prune:
         raise click.UsageError("--dry-run goes with --prune: it lists what --prune would remove")
     settings = with_store(settings, store)
-    if windows:
+    server = _music_server(settings, paths, dry_run)
+    if windows is not None:
         settings = settings.model_copy(update={"windows_per_song": windows})
-    roots = prune_roots(paths) if prune else []  # refuse before anything slow happens
+    roots = prune_roots(paths) if prune and server is None else []  # refuse before anything slow happens
     if dry_run:
         _list_prunable(settings, roots)
         return
@@ -50,9 +78,17 @@ def index(settings: Settings, paths: tuple[Path, ...], store: str | None, prune:
         song_store = _existing_store(settings)  # locked, and its record checked, before the slow model load
         if song_store is not None:
             stack.enter_context(song_store)
+        from indexer.pipeline import Indexer, all_unchanged
+
+        if song_store is not None and server is None and not prune:
+            unchanged = all_unchanged(song_store, paths)
+            # Nothing to embed: no model to load. (Only songs stored by this version carry size and mtime, so
+            # a store that needs re-indexing for its audio preprocessing never takes this path.)
+            if unchanged is not None:
+                click.echo(unchanged.summary())
+                return
         encoder = _load_clap(settings)
         from image2mood.library import store_info
-        from indexer.pipeline import Indexer
 
         if song_store is None:
             song_store = stack.enter_context(open_configured_store(settings, store_info(encoder, settings)))
@@ -60,12 +96,37 @@ def index(settings: Settings, paths: tuple[Path, ...], store: str | None, prune:
             check_info(song_store.location, song_store.info, store_info(encoder, settings))
         indexer = Indexer(song_store, encoder, settings, on_stored=_print_stored if verbose else None)
         try:
-            report = indexer.run(paths, prune=prune)
+            if server is not None:
+                from indexer.subsonic import index_server
+
+                report = index_server(indexer, stack.enter_context(server))
+            else:
+                report = indexer.run(paths, prune=prune)
         except KeyboardInterrupt:
             click.echo("interrupted: songs written so far are kept; run the same command again to finish",
                        err=True)
             sys.exit(130)
     click.echo(report.summary())
+
+
+def _music_server(settings: Settings, paths: tuple[Path | str, ...], dry_run: bool) -> SubsonicClient | None:
+    """The configured music server, its login checked, when PATHS is the word ``subsonic``; else None."""
+    if SUBSONIC not in paths:
+        return None
+    if len(paths) > 1:
+        raise click.UsageError("`index subsonic` takes no other PATHS; index folders in a run of their own "
+                               "(a folder named subsonic is ./subsonic)")
+    if dry_run:
+        raise click.UsageError("`index subsonic` has no --dry-run: it removes only the songs the server no longer lists")
+    from image2mood.subsonic import SubsonicClient
+
+    client = SubsonicClient.from_settings(settings)
+    try:
+        client.ping()  # a wrong address or login stops here, before the model loads
+    except Exception:
+        client.close()
+        raise
+    return client
 
 
 def _existing_store(settings: Settings) -> SongStore | None:
@@ -112,11 +173,18 @@ def _list_prunable(settings: Settings, roots: list[Path]) -> None:
 @click.command()
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--map", "map_file", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
+              help="Also draw every song on the valence × arousal mood map, into this PNG file.")
 @click.pass_obj
-def songs(settings: Settings, store: str | None, as_json: bool) -> None:
+def songs(settings: Settings, store: str | None, as_json: bool, map_file: Path | None) -> None:
     """List the songs in the store."""
     settings = with_store(settings, store)
+    if map_file is not None and map_file.suffix.lower() != ".png":
+        raise click.BadParameter(f"the map is a PNG image: name it something.png, not {map_file.name}",
+                                 param_hint="--map")
     with open_configured_store(settings, info=None, create=False) as song_store:
+        if map_file is not None:
+            _draw_map(settings, song_store, map_file)
         listed = sorted(song_store.scroll(), key=lambda s: (s.artist or "", s.album or "", s.title))
         for song in listed:
             if as_json:
@@ -127,6 +195,25 @@ def songs(settings: Settings, store: str | None, as_json: bool) -> None:
                            f"{minutes}:{seconds:02d}  {song.path}")
         if not as_json:
             click.echo(f"{len(listed)} songs in {song_store.location}", err=True)
+
+
+def _draw_map(settings: Settings, song_store: SongStore, path: Path) -> None:
+    """Every song of the store on the mood map, placed by the configured CLAP's mood directions."""
+    from image2mood.library import store_info
+    from image2mood.moodmap import MoodMap
+    from image2mood.moods import MOODS, MoodSpace
+    from indexer.library_map import plot_library
+
+    encoder = _load_clap(settings)
+    check_info(song_store.location, song_store.info, store_info(encoder, settings))  # the same CLAP made the songs
+    space = MoodSpace(encoder.encode_text)
+    mood_map = MoodMap(encoder.encode_text, space.vectors)
+    listed = list(song_store.scroll(with_vectors=True))
+    points = mood_map.place(np.stack([song.vector for song in listed])) if listed else []
+    labels = [f"{song.artist} - {song.title}" if song.artist else song.title for song in listed]
+    plot_library(path, list(zip(labels, points, strict=True)),
+                 list(zip(MOODS, mood_map.place(space.vectors), strict=True)))
+    click.echo(f"mood map of {len(listed)} songs written to {path}", err=True)
 
 
 commands = [index, songs]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from tqdm import tqdm
 
@@ -24,10 +24,12 @@ from image2mood.audio import iter_audio_files, separate_stderr
 from image2mood.config import Settings
 from image2mood.errors import Image2MoodError
 from image2mood.library import FileFacts, PreparedSong, embed, file_facts, prepare
-from image2mood.models.clap import ClapEncoder
 from image2mood.store.base import Song, SongStore
 from image2mood.tags import read_tags
 from indexer.prune import prune_candidates, prune_roots
+
+if TYPE_CHECKING:
+    from image2mood.models.clap import ClapEncoder
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,7 +44,7 @@ class IndexReport:
     unchanged: int = 0
     removed: int = 0
     failed: int = 0
-    failures: list[tuple[Path, str]] = field(default_factory=list)
+    failures: list[tuple[Path | str, str]] = field(default_factory=list)  # a file, or a server song's URI
 
     def summary(self) -> str:
         return (f"indexed {self.indexed}, unchanged {self.unchanged}, "
@@ -52,11 +54,12 @@ class IndexReport:
 @dataclass(frozen=True)
 class _Unchanged:
     facts: FileFacts
+    restat: bool = False  # same content, but the stored size/mtime are not the file's: store the new ones
 
 
 @dataclass(frozen=True)
 class _Failed:
-    path: Path
+    path: Path | str
     reason: str
 
 
@@ -69,6 +72,22 @@ def _ahead(pool: ThreadPoolExecutor, work: Callable[[T], R], items: Iterable[T],
             yield queue.popleft().result()
     while queue:
         yield queue.popleft().result()
+
+
+def all_unchanged(store: SongStore, paths: Iterable[Path]) -> IndexReport | None:
+    """The report of a run with nothing to do, when every audio file under ``paths`` is stored with its
+    size and mtime as they are now (nothing is read, no model is needed); else None."""
+    files = list(iter_audio_files(paths))
+    known = {song.id: song for song in store.scroll()}
+    for path in files:
+        try:
+            facts = file_facts(path, hashed=False)
+        except (Image2MoodError, OSError):
+            return None
+        stored = known.get(facts.id)
+        if stored is None or not facts.same_file(stored):
+            return None
+    return IndexReport(unchanged=len(files))
 
 
 def _say(line: str) -> None:
@@ -89,6 +108,7 @@ class Indexer:
         self.on_stored = on_stored
         self.known: dict[str, Song] = {}
         self.by_hash: dict[str, str] = {}
+        self.restat: list[FileFacts] = []
 
     def run(self, paths: Iterable[Path], prune: bool = False) -> IndexReport:
         """Index every audio file under ``paths``; the report counts what happened.
@@ -108,15 +128,22 @@ class Indexer:
         return report
 
     def _index(self, paths: list[Path]) -> IndexReport:
+        return self.index_items(list(iter_audio_files(paths)), self._look_at)
+
+    def index_items(self, items: Sequence[T],
+                    look_at: Callable[[T], PreparedSong | FileFacts | _Unchanged | _Failed]) -> IndexReport:
+        """Store what ``look_at`` (run in a worker thread, ahead of the model) makes of each item, in batches.
+
+        ``self.known`` holds the stored songs by id meanwhile, for ``look_at`` to tell unchanged ones.
+        """
         report = IndexReport()
-        files = list(iter_audio_files(paths))
         self.known = {song.id: song for song in self.store.scroll()}
         self.by_hash = {song.content_hash: song.id for song in self.known.values()}
         pending: list[Song] = []
-        with tqdm(total=len(files), unit="song", dynamic_ncols=True, mininterval=0.5) as bar, \
+        with tqdm(total=len(items), unit="song", dynamic_ncols=True, mininterval=0.5) as bar, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
             try:
-                for item in _ahead(pool, self._look_at, files, LOOKAHEAD):
+                for item in _ahead(pool, look_at, items, LOOKAHEAD):
                     self._take(item, pending, report)
                     if len(pending) >= self.settings.upsert_batch:
                         self._flush(pending, report)
@@ -125,15 +152,20 @@ class Indexer:
                                     failed=report.failed, refresh=False)
             finally:
                 self._flush(pending, report)  # what was embedded before an interruption is kept
+                self._store_restat()
         return report
 
     def _look_at(self, path: Path) -> PreparedSong | _Unchanged | _Failed:
-        """Worker-thread part: hash, compare with the store, decode when the model is needed."""
+        """Worker-thread part: a file whose size and mtime are as stored is not read; others are hashed and
+        compared with the store, and decoded when the model is needed."""
         try:
-            facts = file_facts(path)
+            facts = file_facts(path, hashed=False)
             stored = self.known.get(facts.id)
-            if stored is not None and stored.content_hash == facts.content_hash:
+            if stored is not None and facts.same_file(stored):
                 return _Unchanged(facts)
+            facts = facts.hashed()
+            if stored is not None and stored.content_hash == facts.content_hash:
+                return _Unchanged(facts, restat=True)
             if facts.content_hash in self.by_hash:
                 return facts  # same content stored under another path: reuse its vector
             return prepare(facts, self.settings, self.encoder.sample_rate)
@@ -147,6 +179,8 @@ class Indexer:
         """Main-thread part: embed, or copy a known vector, or count."""
         if isinstance(item, _Unchanged):
             report.unchanged += 1
+            if item.restat:
+                self.restat.append(item.facts)
         elif isinstance(item, _Failed):
             self._fail(item.path, item.reason, report)
         elif isinstance(item, FileFacts):
@@ -163,7 +197,7 @@ class Indexer:
                 return
             pending.append(song)
 
-    def _fail(self, path: Path, reason: str, report: IndexReport) -> None:
+    def _fail(self, path: Path | str, reason: str, report: IndexReport) -> None:
         report.failed += 1
         report.failures.append((path, reason))
         self.warn(f"failed: {reason}")
@@ -173,8 +207,18 @@ class Indexer:
         tags = read_tags(facts.path)
         return dataclasses.replace(
             original, id=facts.id, path=str(facts.path), title=tags.title, artist=tags.artist,
-            album=tags.album, genre=tags.genre,
+            album=tags.album, genre=tags.genre, size=facts.size, mtime_ns=facts.mtime_ns,
         )
+
+    def _store_restat(self) -> None:
+        """Record the size and mtime of unchanged songs whose store entry lacks them (a store from before they
+        were kept) or whose file was touched, so that the next run need not read them."""
+        for start in range(0, len(self.restat), self.settings.upsert_batch):
+            chunk = {facts.id: facts for facts in self.restat[start:start + self.settings.upsert_batch]}
+            stored = self.store.get(list(chunk), with_vectors=True)
+            self.store.upsert([dataclasses.replace(song, size=chunk[song.id].size, mtime_ns=chunk[song.id].mtime_ns)
+                               for song in stored])
+        self.restat.clear()
 
     def _flush(self, pending: list[Song], report: IndexReport) -> None:
         if pending:
