@@ -1,7 +1,9 @@
 """The JSON shapes of songs and answers, shared by the API, `recommend --json` and `songs --json`.
 
 One song shape everywhere: ``song_json``. A ranked song adds its score and moods; an answer adds the
-route, the query's moods and (for a photo) the caption, alpha, note, face and timings.
+route, the query's moods and (for a photo) the caption, alpha, note, faces, the photo's size and timings.
+Where the mood map placed them, the query and each song carry ``valence`` and ``arousal``; a kept
+answer carries its ``result_id``.
 """
 
 from __future__ import annotations
@@ -31,16 +33,19 @@ def library_song_json(song: Song) -> dict[str, Any]:
 
 
 def ranked_song_json(ranked: RankedSong) -> dict[str, Any]:
-    """A song in an answer: the song shape plus its score and its own moods."""
+    """A song in an answer: the song shape plus its score, its own moods and its place on the mood map."""
     return {**song_json(ranked.song), "score": round(ranked.score, 4),
-            "moods": [m.to_json() for m in ranked.moods]}
+            "moods": [m.to_json() for m in ranked.moods], **(ranked.point.to_json() if ranked.point else {})}
 
 
-def recommendation_json(rec: Recommendation) -> dict[str, Any]:
-    """An answer: route, moods and ranked songs; a photo's answer also has caption, alpha, note, face, timings."""
-    body: dict[str, Any] = {"route": rec.route}
+def recommendation_json(rec: Recommendation, result_id: str | None = None) -> dict[str, Any]:
+    """An answer: route, moods and ranked songs; a photo's answer also has caption, alpha, note, faces, timings."""
+    body: dict[str, Any] = {"route": rec.route} if result_id is None else {"result_id": result_id, "route": rec.route}
     if rec.caption is not None:
         body.update(caption=rec.caption, alpha=rec.alpha, note=rec.note,
-                    face=rec.face.to_json() if rec.face else None, timings_ms=rec.timings_ms)
+                    faces=[face.to_json() for face in rec.faces],
+                    photo_size=list(rec.photo_size) if rec.photo_size else None, timings_ms=rec.timings_ms)
+    if rec.point is not None:
+        body.update(rec.point.to_json())
     body.update(moods=[m.to_json() for m in rec.moods], songs=[ranked_song_json(s) for s in rec.songs])
     return body

@@ -93,18 +93,19 @@ class FaceReading:
 class MoodSpace:
     """Mood prompt vectors in CLAP space, computed once per CLAP encoder."""
 
-    def __init__(self, encode_text) -> None:
-        prompts = [t.format(m.en) for m in MOODS for t in MOOD_TEMPLATES]
-        vectors = encode_text(prompts).reshape(len(MOODS), len(MOOD_TEMPLATES), -1)
+    def __init__(self, encode_text, moods: tuple[Mood, ...] = MOODS, templates: tuple[str, ...] = MOOD_TEMPLATES) -> None:
+        self.moods = moods
+        prompts = [t.format(m.en) for m in moods for t in templates]
+        vectors = encode_text(prompts).reshape(len(moods), len(templates), -1)
         self.vectors = l2_normalise(vectors.mean(axis=1))
 
     def vector(self, key: str) -> np.ndarray:
-        return self.vectors[[m.key for m in MOODS].index(key)]
+        return self.vectors[[m.key for m in self.moods].index(key)]
 
     def top(self, vector: np.ndarray, k: int = 3) -> list[MoodScore]:
         """The ``k`` moods nearest to a CLAP-space vector, best first."""
         scores = self.vectors @ np.asarray(vector, dtype=np.float32)
-        return [MoodScore(MOODS[i], float(scores[i])) for i in np.argsort(-scores)[:k]]
+        return [MoodScore(self.moods[i], float(scores[i])) for i in np.argsort(-scores)[:k]]
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -2,14 +2,19 @@
 
 A photo takes two routes into the songs' space: its BLIP caption through CLAP's text tower, and its
 CLIP vector through the projection head. The query is their normalised weighted sum (``alpha`` for
-the image route); a face's expression, read by CLIP zero-shot, pulls it towards that mood. Without a
-projection checkpoint the caption route alone serves, and the result says so.
+the image route). The photo's faces, found by MTCNN beside BLIP and read by the expression model, pull
+it towards their expressions' moods; without the face models, CLIP's zero-shot reading of the whole
+photo stands in and the result says so. Without a projection checkpoint the caption route alone serves,
+and the result says so.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -19,10 +24,13 @@ from PIL import Image
 
 from image2mood.config import Settings
 from image2mood.errors import Image2MoodError, StoreError
+from image2mood.faces.reader import Face, FaceModels, mood_weights
 from image2mood.library import store_info
 from image2mood.models import factory
 from image2mood.models.projection import ProjectionHead
-from image2mood.moods import FaceReader, FaceReading, MoodScore, MoodSpace
+from image2mood.moodmap import MapPoint, MoodMap
+from image2mood.moods import FaceReader, MoodScore, MoodSpace
+from image2mood.photo_memo import PhotoMemo, photo_key
 from image2mood.store import open_configured_store
 from image2mood.store.base import Song, SongFilter, SongStore, canonical_id
 from image2mood.vectors import l2_normalise
@@ -51,6 +59,7 @@ class RankedSong:
     song: Song
     score: float
     moods: list[MoodScore]
+    point: MapPoint | None = None  # the song on the mood map
 
 
 @dataclass
@@ -64,8 +73,10 @@ class Recommendation:
     caption: str | None = None
     alpha: float | None = None
     note: str | None = None
-    face: FaceReading | None = None
+    faces: list[Face] = field(default_factory=list)  # the most confident first
+    photo_size: tuple[int, int] | None = None  # (width, height) the photo was read at: the faces' box pixels
     timings_ms: dict[str, float] = field(default_factory=dict)
+    point: MapPoint | None = None  # the query on the mood map
 
 
 class Recommender:
@@ -75,6 +86,7 @@ class Recommender:
         self.settings, self.store = settings, store
         self.clap = factory.clap_encoder(settings)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="photo")
+        self.memo = PhotoMemo()  # caption, CLIP vector and faces of recent photos
 
     @classmethod
     def open(cls, settings: Settings) -> Recommender:
@@ -87,8 +99,17 @@ class Recommender:
         return MoodSpace(self.clap.encode_text)
 
     @cached_property
+    def mood_map(self) -> MoodMap:
+        return MoodMap(self.clap.encode_text, self.moods.vectors, self.moods.moods)
+
+    @cached_property
     def faces(self) -> FaceReader:
         return FaceReader(factory.image_encoder(self.settings).encode_text)
+
+    @property
+    def face_models(self) -> FaceModels | None:
+        """The face detector and expression model, or None when missing (CLIP's zero-shot reading stands in)."""
+        return factory.face_models(self.settings)
 
     @property
     def projection(self) -> ProjectionHead | None:
@@ -98,43 +119,91 @@ class Recommender:
         """Load every model and prompt table now (a server does this before its first request)."""
         factory.captioner(self.settings)
         factory.image_encoder(self.settings)
-        _ = self.projection, self.moods, self.faces
+        _ = self.projection, self.moods, self.mood_map, self.faces, self.face_models
 
-    def for_photo(self, image: Image.Image, options: Options = Options()) -> Recommendation:
-        """Songs for an RGB photo: caption and CLIP run side by side, then fuse and search."""
+    def for_photo(self, image: Image.Image, options: Options = Options(),
+                  on_songs: Callable[[Recommendation], None] | None = None) -> Recommendation:
+        """Songs for an RGB photo: caption, faces and CLIP run side by side, then fuse and search.
+
+        With a projection head, ``on_songs`` gets the image route's answer (no caption yet) before BLIP
+        starts, so that CLIP has the cores to itself: the first songs. A photo seen recently skips the
+        models, its caption's CLAP vector included (:mod:`photo_memo`).
+        """
         timings: dict[str, float] = {}
-        caption_job = self._pool.submit(_timed, timings, "caption",
-                                        lambda: factory.captioner(self.settings).caption([image])[0])
-        clip_vector = _timed(timings, "clip", lambda: factory.image_encoder(self.settings).encode_images([image])[0])
-        face = _timed(timings, "face", lambda: self.faces.read(clip_vector))
+        key = photo_key(image)
         head = self.projection
-        image_route = None
-        if head is not None:
-            with torch.inference_mode():
-                image_route = _timed(timings, "projection", lambda: head(
-                    torch.from_numpy(clip_vector)[None]).numpy()[0])
+
+        def start_caption() -> Future[str]:
+            return self._pool.submit(_timed, timings, "caption", lambda: self.memo.get(
+                key, "caption", lambda: factory.captioner(self.settings).caption([image])[0]))
+
+        first_songs = on_songs is not None and head is not None
+        caption_job = None if first_songs else start_caption()
+        face_models = self.face_models
+        faces_job = face_models and self._pool.submit(_timed, timings, "faces", lambda: self.memo.get(
+            key, "faces", lambda: face_models.read(image)))
+        clip_vector = _timed(timings, "clip", lambda: self.memo.get(
+            key, "clip", lambda: factory.image_encoder(self.settings).encode_images([image])[0]))
+        faces = faces_job.result() if faces_job else self._clip_face(clip_vector, timings)
+        image_route = None if head is None else _timed(timings, "projection", lambda: project(head, clip_vector))
+        if first_songs:
+            caption_job = start_caption()
+            on_songs(self._image_answer(image_route, faces, image.size, options, timings))
         caption = caption_job.result()
-        text_route = _timed(timings, "clap_text", lambda: self.clap.encode_text([caption])[0])
+        text_route = _timed(timings, "clap_text", lambda: self.memo.get(
+            key, "clap_text", lambda: self.clap.encode_text([caption])[0]))
 
         alpha = self.settings.alpha if options.alpha is None else options.alpha
-        if image_route is None:
-            route, alpha, note = "caption", 0.0, "no projection checkpoint is configured: the caption alone chose the songs"
-            query = text_route
-        else:
-            route = "caption" if alpha == 0 else "image" if alpha == 1 else "fused"
-            query, note = l2_normalise(alpha * image_route + (1 - alpha) * text_route), None
-        if face is not None:
-            pull = FACE_WEIGHT * face.probability * self.moods.vector(face.expression.mood)
-            query = l2_normalise(query + pull)
-        songs = _timed(timings, "search", lambda: self._rank(query, options))
+        query, route, alpha, note = fuse(text_route, image_route, alpha)
+        query = face_pull(query, mood_weights(faces, image.size), self.moods)
+        if face_models is None:
+            missing = (f"no face models in {self.settings.faces_folder()}: CLIP's zero-shot reading of the whole "
+                       "photo stood in for faces (`image2mood models faces` fetches them)")
+            note = f"{note}; {missing}" if note else missing
+        songs = _timed(timings, "search", lambda: self.rank(query, options))
         return Recommendation(route=route, vector=query, moods=self.moods.top(query), songs=songs, caption=caption,
-                              alpha=alpha, note=note, face=face, timings_ms=timings)
+                              alpha=alpha, note=note, faces=faces, photo_size=image.size, timings_ms=timings,
+                              point=self.mood_map.place(query)[0])
+
+    def stream_photo(self, image: Image.Image, options: Options = Options()) -> Iterator[tuple[str, Recommendation]]:
+        """A photo's answers as they come: ``("songs", image route)`` first when a projection head is
+        configured, then ``("answer", the full answer)`` (the same as :meth:`for_photo`'s)."""
+        events: queue.SimpleQueue[tuple[str, Recommendation | BaseException]] = queue.SimpleQueue()
+
+        def answer() -> None:
+            try:
+                events.put(("answer", self.for_photo(image, options, on_songs=lambda r: events.put(("songs", r)))))
+            except BaseException as exc:  # re-raised in the caller's thread
+                events.put(("error", exc))
+
+        threading.Thread(target=answer, name="photo-stream", daemon=True).start()
+        while True:
+            kind, value = events.get()
+            if isinstance(value, BaseException):
+                raise value
+            yield kind, value
+            if kind == "answer":
+                return
+
+    def _image_answer(self, image_route: np.ndarray, faces: list[Face], size: tuple[int, int], options: Options,
+                      timings: dict[str, float]) -> Recommendation:
+        """The image route's answer alone (pulled by the faces), before the caption is ready."""
+        query = face_pull(image_route, mood_weights(faces, size), self.moods)
+        songs = _timed(timings, "first_search", lambda: self.rank(query, options))
+        return Recommendation(route="image", vector=query, moods=self.moods.top(query), songs=songs, alpha=1.0,
+                              faces=faces, photo_size=size, timings_ms=dict(timings),
+                              point=self.mood_map.place(query)[0])
+
+    def _clip_face(self, clip_vector: np.ndarray, timings: dict[str, float]) -> list[Face]:
+        """The fallback without face models: CLIP's zero-shot reading of the whole photo, as a box-less face."""
+        reading = _timed(timings, "face", lambda: self.faces.read(clip_vector))
+        return [] if reading is None else [Face.from_reading(reading)]
 
     def for_text(self, text: str, options: Options = Options()) -> Recommendation:
         """Songs for a free-text description ("rainy night in the city")."""
         query = self.clap.encode_text([text])[0]
         return Recommendation(route="text", vector=query, moods=self.moods.top(query),
-                              songs=self._rank(query, options))
+                              songs=self.rank(query, options), point=self.mood_map.place(query)[0])
 
     def similar(self, song_id: str, options: Options = Options()) -> tuple[Song, Recommendation]:
         """Songs like a stored one (the song itself is left out)."""
@@ -145,7 +214,7 @@ class Recommender:
         excluded = replace(options.song_filter, exclude_ids=(*options.song_filter.exclude_ids, song.id))
         options = replace(options, song_filter=excluded)
         return song, Recommendation(route="song", vector=song.vector, moods=self.moods.top(song.vector),
-                                    songs=self._rank(song.vector, options))
+                                    songs=self.rank(song.vector, options), point=self.mood_map.place(song.vector)[0])
 
     def find(self, ids: list[str], with_vectors: bool = False) -> list[Song]:
         """Stored songs by id; ids that are not song ids at all are simply not found."""
@@ -157,7 +226,8 @@ class Recommender:
                 continue
         return self.store.get(valid, with_vectors=with_vectors)
 
-    def _rank(self, query: np.ndarray, options: Options) -> list[RankedSong]:
+    def rank(self, query: np.ndarray, options: Options) -> list[RankedSong]:
+        """The songs nearest to a query vector, reordered for diversity when ``options`` ask."""
         diverse = options.max_per_artist is not None or options.mmr is not None
         limit = options.top * CANDIDATES_PER_RESULT if diverse else options.top
         hits = self.store.search(query, limit=limit, song_filter=options.song_filter, with_vectors=True)
@@ -166,7 +236,36 @@ class Recommender:
             ranked = _mmr(ranked, options.mmr, len(ranked))
         if options.max_per_artist is not None:
             ranked = _cap_per_artist(ranked, options.max_per_artist)
-        return [RankedSong(song, score, self.moods.top(song.vector)) for song, score in ranked[: options.top]]
+        ranked = ranked[: options.top]
+        points = self.mood_map.place(np.stack([song.vector for song, _ in ranked])) if ranked else []
+        return [RankedSong(song, score, self.moods.top(song.vector), point)
+                for (song, score), point in zip(ranked, points, strict=True)]
+
+
+def project(head: ProjectionHead, clip_vector: np.ndarray) -> np.ndarray:
+    """A photo's image route: its CLIP vector mapped into CLAP space by the projection head."""
+    with torch.inference_mode():
+        return head(torch.from_numpy(clip_vector)[None]).numpy()[0]
+
+
+def fuse(text_route: np.ndarray, image_route: np.ndarray | None,
+         alpha: float) -> tuple[np.ndarray, str, float, str | None]:
+    """A photo's query from its two routes: (vector, route, the alpha used, a note for the person).
+
+    ``alpha`` weighs the image route; without one (no projection head) the caption route alone serves.
+    """
+    if image_route is None:
+        return text_route, "caption", 0.0, "no projection checkpoint is configured: the caption alone chose the songs"
+    route = "caption" if alpha == 0 else "image" if alpha == 1 else "fused"
+    return l2_normalise(alpha * image_route + (1 - alpha) * text_route), route, alpha, None
+
+
+def face_pull(query: np.ndarray, mood_weights: dict[str, float], moods: MoodSpace,
+              weight: float = FACE_WEIGHT) -> np.ndarray:
+    """The query pulled towards the moods faces show (mood key → how strongly), scaled by ``weight``."""
+    if not mood_weights:
+        return query
+    return l2_normalise(query + weight * sum(w * moods.vector(mood) for mood, w in mood_weights.items()))
 
 
 def _timed(timings: dict[str, float], name: str, work):

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from PIL import Image
 from werkzeug.exceptions import BadRequest
 
 from image2mood.answers import recommendation_json, song_json
 from image2mood.config import is_tiny
-from image2mood.images import load_photo
+from image2mood.errors import Image2MoodError
+from image2mood.images import load_configured_photo
 from image2mood.models.resolve import looks_like_path
-from image2mood.recommend import Options, Recommender
-from service.fields import QueryOptions, SearchQuery, parse
+from image2mood.recommend import Options, Recommendation, Recommender
+from service.fields import PhotoForm, QueryOptions, SearchQuery, parse
 from service.openapi import openapi_document
+from service.share import keep
 
 api = Blueprint("api", __name__, url_prefix="/api")
+log = logging.getLogger(__name__)
+STREAM_TYPE = "application/x-ndjson"
 
 
 def recommender() -> Recommender:
@@ -53,23 +61,52 @@ def recommend():
     upload = request.files.get("image")
     if upload is None:
         raise BadRequest("send the photo as a multipart/form-data file in the field 'image'")
-    options = _options()
+    form = parse(PhotoForm, request.values.to_dict())
+    options = _options(form)
     name = upload.filename or "the uploaded file"
-    photo = load_photo(upload.read(), name=name, max_pixels=recommender().settings.max_image_pixels)
-    return jsonify(recommendation_json(recommender().for_photo(photo, options)))
+    photo = load_configured_photo(upload.read(), name, recommender().settings)
+    if request.args.get("stream", "").lower() in ("1", "true", "yes"):
+        return Response(stream_with_context(_events(recommender(), photo, options, form.share_photo)), mimetype=STREAM_TYPE,
+                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return jsonify(photo_answer(recommender().for_photo(photo, options), photo, form.share_photo))
+
+
+def photo_answer(rec: Recommendation, photo: Image.Image, share_photo: bool) -> dict:
+    """The plain answer to a photo: the JSON body of POST /api/recommend and the streamed `answer` event.
+    It is kept (its ``result_id``), with a thumbnail of the photo only when the person chose to share it."""
+    return recommendation_json(rec, result_id=keep(rec, photo=photo if share_photo else None))
+
+
+def _events(r: Recommender, photo: Image.Image, options: Options, share_photo: bool) -> Iterator[str]:
+    """``?stream=1``: JSON lines, ``{"event": "songs", ...}`` (the image route, with a projection head) as soon
+    as it is ready, then ``{"event": "answer", ...}`` (the plain answer); a failure ends it with an ``error``."""
+    try:
+        for kind, rec in r.stream_photo(photo, options):
+            body = photo_answer(rec, photo, share_photo) if kind == "answer" else recommendation_json(rec)
+            yield json.dumps({"event": kind, **body}, ensure_ascii=False) + "\n"
+    except Image2MoodError as exc:  # the status the plain answer would have had
+        from service.app import STATUS_FOR
+
+        status = next(code for cls, code in STATUS_FOR if isinstance(exc, cls))
+        yield json.dumps({"event": "error", "error": {"status": status, "message": str(exc)}}) + "\n"
+    except Exception:
+        log.exception("unexpected error while streaming an answer")
+        yield json.dumps({"event": "error", "error": {"status": 500,
+                                                      "message": "internal error; the server log has the details"}}) + "\n"
 
 
 @api.get("/search")
 def search():
     query = parse(SearchQuery, request.args.to_dict())
     answer = recommender().for_text(query.q, _options(query))
-    return jsonify({"query": query.q, **recommendation_json(answer)})
+    return jsonify({"query": query.q, **recommendation_json(answer, result_id=keep(answer, query=query.q))})
 
 
 @api.get("/songs/<song_id>/similar")
 def similar(song_id: str):
     song, rec = recommender().similar(song_id, _options())
-    return jsonify({"song": song_json(song), **recommendation_json(rec)})
+    label = " — ".join(part for part in (song.title, song.artist) if part)
+    return jsonify({"song": song_json(song), **recommendation_json(rec, result_id=keep(rec, query=label))})
 
 
 @api.get("/openapi.json")

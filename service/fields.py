@@ -66,6 +66,14 @@ class QueryOptions(BaseModel):
         )
 
 
+class PhotoForm(QueryOptions):
+    """A photo's form fields: its query options, and whether a thumbnail of it is kept with the answer."""
+
+    share_photo: bool = Field(False, description="Keep a small thumbnail (at most 320 px, no metadata) of the photo "
+                              "with the kept answer, shown on its shared page /r/<result_id>. The photo itself is "
+                              "never kept.")
+
+
 class SearchQuery(QueryOptions):
     """A free-text search and its options."""
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from image2mood import __version__
-from service.fields import QueryOptions, SearchQuery, form_properties, query_parameters
+from service.fields import PhotoForm, QueryOptions, SearchQuery, form_properties, query_parameters
+from service.share import PLAYLIST_TYPES
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -25,6 +26,27 @@ def _json(schema: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
 
 
+def _playlist(kind: str) -> dict[str, Any]:
+    """GET /api/results/{result_id}/playlist.<kind>: a kept answer's songs as a playlist of this server's URLs."""
+    return {"get": {
+        "summary": f"A kept answer's songs, in order, as an {kind.upper()} playlist of this server's /audio/<id> URLs.",
+        "parameters": [{"name": "result_id", "in": "path", "required": True,
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}}],
+        "responses": {"200": {"description": "The playlist, as a download.",
+                              "content": {PLAYLIST_TYPES[kind].split(";")[0]: {"schema": {"type": "string"}}}},
+                      "404": {**_ERRORS["404"], "description": "Unknown or expired result id."}}}}
+
+
+def _photo_results() -> dict[str, Any]:
+    """A photo's answer: one JSON body, or with ``stream=1`` JSON lines each holding an ``event`` and an answer."""
+    answer = _json("PhotoResults", "Ranked songs.")
+    answer["content"]["application/x-ndjson"] = {"schema": {
+        "type": "object", "required": ["event"], "properties": {"event": {"enum": ["songs", "answer", "error"]}},
+        "description": "One line each: `songs` holds Results (the image route, no caption yet), `answer` "
+                       "PhotoResults, `error` an Error's fields."}}
+    return answer
+
+
 def openapi_document() -> dict[str, Any]:
     mood = {"type": "object", "required": ["key", "en", "ko", "score"], "properties": {
         "key": {"type": "string"}, "en": {"type": "string"}, "ko": {"type": "string"},
@@ -35,19 +57,35 @@ def openapi_document() -> dict[str, Any]:
         "genre": {"type": ["string", "null"]}, "duration": {"type": "number"},
         "audio_url": {"type": "string", "description": "GET it to stream the song (Range supported)."}}}
     song["required"] = list(song["properties"])  # every key is always there (null when unknown)
+    place = {"valence": {"type": "number", "minimum": -1, "maximum": 1,
+                         "description": "Mood map: unpleasant (-1) to pleasant (1)."},
+             "arousal": {"type": "number", "minimum": -1, "maximum": 1,
+                         "description": "Mood map: calm (-1) to excited (1)."}}
     ranked = {"allOf": [_ref("Song"), {"type": "object", "required": ["score", "moods"], "properties": {
-        "score": {"type": "number"}, "moods": {"type": "array", "items": _ref("Mood")}}}]}
+        "score": {"type": "number"}, "moods": {"type": "array", "items": _ref("Mood")}, **place}}]}
     results = {"type": "object", "required": ["route", "moods", "songs"], "properties": {
+        "result_id": {"type": "string", "description": "The kept answer: /r/<result_id> is its page to share, "
+                      "/api/results/<result_id>/playlist.m3u8 and .xspf its playlists (absent if it could not be kept)."},
+        **place,
         "route": {"type": "string", "enum": ["fused", "image", "caption", "text", "song"]},
         "moods": {"type": "array", "items": _ref("Mood")},
         "songs": {"type": "array", "items": _ref("RankedSong")}}}
     photo = {"allOf": [_ref("Results"), {"type": "object", "required": ["caption"], "properties": {
         "caption": {"type": "string"}, "alpha": {"type": "number"},
         "note": {"type": ["string", "null"], "description": "Why a route was not used, if one was not."},
-        "face": {"type": ["object", "null"], "properties": {
-            "expression": {"type": "string"}, "en": {"type": "string"}, "ko": {"type": "string"},
-            "mood": {"type": "string"}, "probability": {"type": "number"},
-            "face_probability": {"type": "number"}}},
+        "faces": {"type": "array", "description": "The photo's faces, the most confident first.", "items": {
+            "type": "object", "required": ["box", "score", "expression", "en", "ko", "mood", "probabilities"],
+            "properties": {
+                "box": {"type": ["array", "null"], "items": {"type": "integer"}, "minItems": 4, "maxItems": 4,
+                        "description": "x1, y1, x2, y2 in photo_size pixels; null for CLIP's whole-photo "
+                                       "reading (used when the face models are missing)."},
+                "score": {"type": "number", "description": "Confidence that it is a face."},
+                "expression": {"type": "string"}, "en": {"type": "string"}, "ko": {"type": "string"},
+                "mood": {"type": "string", "description": "The mood the expression counts towards."},
+                "probabilities": {"type": "object", "additionalProperties": {"type": "number"},
+                                  "description": "Expression → probability."}}}},
+        "photo_size": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2,
+                       "description": "Width and height (px) the photo was read at."},
         "timings_ms": {"type": "object", "additionalProperties": {"type": "number"}}}}]}
     name = {"type": ["string", "null"], "description": "A hub id, or a local model's folder or file name."}
     health = {"type": "object", "required": ["status", "models", "tiny_models", "store"], "properties": {
@@ -70,11 +108,17 @@ def openapi_document() -> dict[str, Any]:
                                     "responses": {"200": _json("Health", "The service is up.")}}},
             "/api/recommend": {"post": {
                 "summary": "Songs for a photo, with its caption and moods.",
+                "parameters": [{"name": "stream", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": ["1", "true", "yes"]},
+                                "description": "Stream JSON lines (application/x-ndjson): {\"event\": \"songs\", ...} "
+                                "with the image route's songs as soon as they are ready (with a projection head), "
+                                "then {\"event\": \"answer\", ...}, the plain answer; a late failure is "
+                                "{\"event\": \"error\", \"error\": ...}."}],
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                     "type": "object", "required": ["image"], "properties": {
                         "image": {"type": "string", "format": "binary"},
-                        **form_properties(QueryOptions)}}}}},
-                "responses": {"200": _json("PhotoResults", "Ranked songs."), **_ERRORS}}},
+                        **form_properties(PhotoForm)}}}}},
+                "responses": {"200": _photo_results(), **_ERRORS}}},
             "/api/search": {"get": {
                 "summary": "Songs for a free-text description.",
                 "parameters": query_parameters(SearchQuery),
@@ -85,6 +129,8 @@ def openapi_document() -> dict[str, Any]:
                                 "schema": {"type": "string"}}, *options],
                 "responses": {"200": _json("Results", "Ranked songs."), "400": _ERRORS["400"],
                               "404": _ERRORS["404"]}}},
+            "/api/results/{result_id}/playlist.m3u8": _playlist("m3u8"),
+            "/api/results/{result_id}/playlist.xspf": _playlist("xspf"),
             "/audio/{song_id}": {"get": {
                 "summary": "The song's audio file (HTTP Range supported).",
                 "parameters": [{"name": "song_id", "in": "path", "required": True,

@@ -62,7 +62,8 @@ def world(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     work = tmp_path_factory.mktemp("tune")
     settings = Settings(_env_file=None, models=tiny_models, store=str(work / "planted"))
     (work / "photos").mkdir()
-    photos = [noise_photo(work / "photos" / f"p{i}.jpg", i) for i in range(PHOTOS)]
+    for i in range(PHOTOS):
+        noise_photo(work / "photos" / f"p{i}.jpg", i)
     texts = ["rain on a quiet night", "a loud summer party", "sunrise over the sea", "an empty old house"]
     lines = [{"id": f"photo{i}", "photo": f"photos/p{i}.jpg"} for i in range(PHOTOS)]
     lines += [{"id": f"text{i}", "text": t} for i, t in enumerate(texts)]

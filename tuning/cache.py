@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from image2mood.config import ModelKind, Settings
-from image2mood.errors import ModelNotFoundError
 from image2mood.faces.reader import Face, FaceModels, mood_weights
 from image2mood.images import load_configured_photo
 from image2mood.models import factory
@@ -88,15 +87,13 @@ class QueryCache:
     @cached_property
     def _photo_dir(self) -> Path:
         key = (f"{self._fingerprint('blip')}|{self._fingerprint('clip')}|{self.settings.caption_tokens}|"
+               f"{self.settings.caption_image_size}|{self.settings.precision}|"
                f"{self._faces_fingerprint()}|{self.settings.face_min_size}")
         return self.folder / f"photo-{_digest(key.encode())[:16]}"
 
-    @cached_property
+    @property
     def _face_models(self) -> FaceModels | None:
-        try:
-            return FaceModels(self.settings.faces_folder(), self.settings.face_min_size)
-        except ModelNotFoundError:
-            return None
+        return factory.face_models(self.settings)
 
     def _faces(self, image, clip: np.ndarray) -> list[Face]:
         """The photo's faces as the product reads them: the face models, else CLIP's zero-shot reading."""

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 
 from image2mood.config import ModelKind, Settings
+from image2mood.errors import ModelNotFoundError
+from image2mood.faces.reader import FaceModels
 from image2mood.models.blip import Captioner
 from image2mood.models.clap import ClapEncoder
 from image2mood.models.clip import ImageEncoder
@@ -60,4 +62,18 @@ def projection_head(settings: Settings) -> ProjectionHead | None:
             clip = resolve_model("clip", settings.model_spec("clip"))
             clap = resolve_model("clap", settings.model_spec("clap"))
             _loaded[key] = load_projection(path, clip, clap)
+        return _loaded[key]
+
+
+def face_models(settings: Settings) -> FaceModels | None:
+    """The process's face detector and expression model, or None when they are not installed (CLIP's
+    zero-shot reading of the whole photo stands in)."""
+    folder = settings.faces_folder()
+    key = ("faces", str(folder), settings.face_min_size)
+    with _lock:
+        if key not in _loaded:
+            try:
+                _loaded[key] = FaceModels(folder, settings.face_min_size)
+            except ModelNotFoundError:
+                _loaded[key] = None
         return _loaded[key]
