@@ -36,7 +36,9 @@ SECURITY_HEADERS = {
 def create_app(settings: Settings | None = None) -> Flask:
     """A ready app: models loaded (a model that fails to load stops the start, not the first request)."""
     from service.api import api
+    from service.share import share
     from service.web import web
+    from service.tune import tune
 
     settings = settings or Settings()
     app = Flask(__name__)
@@ -48,6 +50,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions[EXTENSION] = recommender
     app.register_blueprint(api)
     app.register_blueprint(web)
+    app.register_blueprint(share)
+    app.register_blueprint(tune)
     _register_errors(app)
     app.after_request(_secure)
     return app

@@ -79,14 +79,21 @@ def _print(body: dict, as_json: bool) -> None:
 @click.option("--alpha", type=float, default=None,
               help="Weight of the image route, 0 = caption only, to 1 (default: IMAGE2MOOD_ALPHA).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--playlist", "playlist_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the answer's songs as a playlist: FILE.m3u8 (or .m3u) or FILE.xspf, by its suffix.")
+@click.option("--playlist-urls", metavar="BASE", default=None,
+              help="In the playlist, each song's URL on the image2mood server at BASE (e.g. http://192.168.1.5:8000) "
+              "instead of its file's path.")
 @click.option("--push", metavar="NAME", default=None,
               help="Create or replace the playlist NAME on the music server (IMAGE2MOOD_SUBSONIC_URL) with the "
               "answer's songs that came from it.")
 @store_option
 @click.pass_obj
 def recommend(settings: Settings, photo: Path, top: int | None, alpha: float | None, as_json: bool,
-              push: str | None, store: str | None) -> None:
+              playlist_file: Path | None, playlist_urls: str | None, push: str | None, store: str | None) -> None:
     """Songs from the store that fit PHOTO's mood, with its caption and mood words."""
+    _check_playlist(playlist_file, playlist_urls)  # before anything slow
+    from image2mood import playlists
     from image2mood.images import load_configured_photo
     from image2mood.subsonic import SubsonicClient
 
@@ -103,11 +110,33 @@ def recommend(settings: Settings, photo: Path, top: int | None, alpha: float | N
     options = parse(QueryOptions, {"top": top, "alpha": alpha}).options(settings.top)  # the API's own checks
     result = Recommender.open(settings).for_photo(image, options)
     _print(recommendation_json(result), as_json)
+    if playlist_file is not None:
+        tracks = playlists.entries([ranked.song for ranked in result.songs], base_url=playlist_urls)
+        playlists.write(playlist_file, tracks, title=result.caption)
+        click.echo(f"playlist of {len(tracks)} songs written to {playlist_file}", err=True)
     if server is not None and push is not None:
         with server:
             playlist = server.push_songs(push, [ranked.song for ranked in result.songs])
         click.echo(f"pushed {len(playlist.song_ids)} songs to the playlist {playlist.name!r} on {server.url}",
                    err=True)
+
+
+def _check_playlist(path: Path | None, base_url: str | None) -> None:
+    """--playlist names a file of a known format; --playlist-urls, given with it, is an http(s) address."""
+    from urllib.parse import urlsplit
+
+    from image2mood.playlists import FORMATS
+
+    if path is not None and path.suffix.lower() not in FORMATS:
+        raise click.BadParameter(f"{path.name} is not a playlist file name: end it in {', '.join(FORMATS)}",
+                                 param_hint="--playlist")
+    if base_url is not None:
+        if path is None:
+            raise click.UsageError("--playlist-urls goes with --playlist FILE")
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise click.BadParameter(f"{base_url!r} is not an http(s) address such as http://192.168.1.5:8000",
+                                     param_hint="--playlist-urls")
 
 
 commands = [serve, recommend]

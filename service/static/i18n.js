@@ -56,6 +56,17 @@ export function translate(root = document) {
 
 export const isLanguage = (lang) => Boolean(I18N[lang]);
 
+// Switch the page to `lang`: <html lang>, the EN/KO buttons and every marked element; remembered if asked.
+export function applyLanguage(lang, remember) {
+  state.lang = isLanguage(lang) ? lang : 'en';
+  document.documentElement.lang = state.lang;
+  document.querySelectorAll('.lang-btn').forEach((b) => b.setAttribute('aria-pressed', String(b.dataset.lang === state.lang)));
+  translate();
+  if (remember) {
+    try { localStorage.setItem(LANG_KEY, state.lang); } catch { /* private mode: not remembered */ }
+  }
+}
+
 export function initialLanguage() {
   try {
     const saved = localStorage.getItem(LANG_KEY);

@@ -3,22 +3,16 @@
 
 import {loadHealth} from './api.js';
 import {initCamera} from './camera.js';
-import {LANG_KEY, initialLanguage, isLanguage, translate} from './i18n.js';
+import {applyLanguage, initialLanguage} from './i18n.js';
 import {els, state} from './page.js';
 import {goBack, renderAlphaOutput, renderNotices} from './render.js';
 import {initSearch} from './search.js';
 import {initUpload, sendPhoto} from './upload.js';
 
 function setLanguage(lang, remember) {
-  state.lang = isLanguage(lang) ? lang : 'en';
-  document.documentElement.lang = state.lang;
-  document.querySelectorAll('.lang-btn').forEach((b) => b.setAttribute('aria-pressed', String(b.dataset.lang === state.lang)));
-  translate();
+  applyLanguage(lang, remember);
   renderNotices();
   renderAlphaOutput();
-  if (remember) {
-    try { localStorage.setItem(LANG_KEY, state.lang); } catch { /* private mode: not remembered */ }
-  }
 }
 
 function init() {

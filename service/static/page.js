@@ -3,6 +3,8 @@
 export const $ = (selector) => document.querySelector(selector);
 
 export const els = {
+  sharePhoto: $('#share-photo'), shareBar: $('#share-bar'), savePlaylist: $('#save-playlist'),
+  shareLink: $('#share-link'), mapPanel: $('#map-panel'), moodMap: $('#mood-map'),
   notices: $('#notices'), dropzone: $('#dropzone'), sizeLimit: $('#size-limit'),
   photoInput: $('#photo-input'), captureInput: $('#capture-input'), captureLabel: $('#capture-label'),
   cameraBtn: $('#camera-btn'), cameraPanel: $('#camera-panel'), video: $('#camera-video'),

@@ -1,6 +1,7 @@
 /* Rendering: notices, errors, the busy line and the results (summary and song cards). */
 
 import {format, t, translate} from './i18n.js';
+import {drawMap, svg} from './moodmap.js';
 import {$, els, state} from './page.js';
 
 // h('p', {class: 'x', i18n: 'key', vars: {...}, 'aria-label': '...'}, ...children)
@@ -87,6 +88,8 @@ export function showPending(photoUrl) {
   els.moods.replaceChildren();
   [els.face, els.note, els.timing, els.noSongs].forEach((el) => { el.hidden = true; });
   els.faceBoxes.toggleAttribute('hidden', true);
+  els.shareBar.hidden = true;
+  els.mapPanel.hidden = true;
   els.songs.replaceChildren();
   $('#song-count').textContent = '';
   els.results.scrollIntoView({behavior: 'smooth', block: 'nearest'});
@@ -118,6 +121,7 @@ export function show(view, {focus = false} = {}) {
   els.moods.replaceChildren(...(data.moods || []).map(moodChip));
 
   renderFaces(kind === 'photo' ? data : {});
+  renderWaysOut(kind, data);
 
   els.note.hidden = !data.note;
   if (data.note) {
@@ -157,16 +161,22 @@ export function show(view, {focus = false} = {}) {
   }
 }
 
-/* ---------- faces ---------- */
+/* ---------- the ways out and the mood map ---------- */
 
-const SVG_NS = 'http://www.w3.org/2000/svg';
+const QUERY_KEYS = {photo: 'mapPhoto', search: 'mapWords', similar: 'mapSong'};
 
-function svg(tag, attrs, ...children) {
-  const el = document.createElementNS(SVG_NS, tag);
-  Object.entries(attrs).forEach(([key, value]) => el.setAttribute(key, value));
-  el.append(...children);
-  return el;
+// A kept answer (it has a result_id) gets "Save playlist" and "Share"; every answer gets its mood map.
+function renderWaysOut(kind, data) {
+  const id = data.result_id;
+  els.shareBar.hidden = !id;
+  if (id) {
+    els.savePlaylist.href = `/api/results/${encodeURIComponent(id)}/playlist.m3u8`;
+    els.shareLink.href = `/r/${encodeURIComponent(id)}`;
+  }
+  els.mapPanel.hidden = !drawMap(els.moodMap, {query: data, songs: data.songs, queryKey: QUERY_KEYS[kind]});
 }
+
+/* ---------- faces ---------- */
 
 function faceWord(face) {
   return {'data-en': face.en || face.expression, 'data-ko': face.ko || ''};

@@ -21,6 +21,7 @@ export async function sendPhoto(file) {
   const form = new FormData();
   form.append('image', file, file.name || 'photo.jpg');
   optionParams({withAlpha: true}).forEach((value, name) => form.append(name, value));
+  if (els.sharePhoto.checked) form.append('share_photo', 'true');
   // The image route's songs come first (while the caption is written), then the caption and the refined order.
   const firstSongs = (first) => {
     show({kind: 'photo', data: first, photoUrl: state.photoUrl});
