@@ -94,9 +94,10 @@ class Settings(BaseSettings):
         default=224, ge=0, le=1024, description="Side (px) BLIP sees the photo at, or the model's own where that is "
         "smaller; 0: the model's own (384 for BLIP-base). 224 is about twice as fast.",
     )
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
         default="auto", description="Number format of BLIP (and of CLAP for --windows all): auto = bf16 where the "
-        "CPU (AVX512-BF16, AMX) or GPU computes it fast, else fp32.",
+        "CPU (AVX512-BF16, AMX) or GPU computes it fast, else fp32, and on a CPU BLIP's text decoder in int8; "
+        "bf16 = bf16 everywhere; int8 = fp32 with BLIP's decoder in int8; fp32 = full precision.",
     )
     max_image_pixels: int = Field(default=210_000_000, ge=1, description="Largest photo accepted (pixels).")
     max_decode_mb: int = Field(
