@@ -53,6 +53,7 @@ def health():
         models={**models, "projection": projection.name if projection else None},
         tiny_models=settings.models is not None and is_tiny(settings.models),
         store={"kind": r.store.kind, "songs": r.store.count()},
+        music_server=settings.subsonic_url is not None,
     )
 
 

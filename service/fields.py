@@ -81,6 +81,14 @@ class SearchQuery(QueryOptions):
                    description="The text to search for, e.g. 'rainy night in the city'.")
 
 
+class PushForm(BaseModel):
+    """A kept answer sent to the configured music server as a playlist."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"\S",
+                      description="The playlist's name on the server; an existing playlist of yours with this "
+                      "name gets these songs instead of its own.")
+
+
 Model = TypeVar("Model", bound=BaseModel)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from image2mood import __version__
-from service.fields import PhotoForm, QueryOptions, SearchQuery, form_properties, query_parameters
+from service.fields import PhotoForm, PushForm, QueryOptions, SearchQuery, form_properties, query_parameters
 from service.share import PLAYLIST_TYPES
 
 
@@ -88,13 +88,14 @@ def openapi_document() -> dict[str, Any]:
                        "description": "Width and height (px) the photo was read at."},
         "timings_ms": {"type": "object", "additionalProperties": {"type": "number"}}}}]}
     name = {"type": ["string", "null"], "description": "A hub id, or a local model's folder or file name."}
-    health = {"type": "object", "required": ["status", "models", "tiny_models", "store"], "properties": {
+    health = {"type": "object", "required": ["status", "models", "tiny_models", "store", "music_server"], "properties": {
         "status": {"type": "string", "enum": ["ok"]},
         "models": {"type": "object", "required": ["clip", "blip", "clap", "projection"],
                    "properties": {kind: name for kind in ("clip", "blip", "clap", "projection")}},
         "tiny_models": {"type": "boolean", "description": "Random demo weights: results mean nothing."},
         "store": {"type": "object", "required": ["kind", "songs"], "properties": {
-            "kind": {"type": "string", "enum": ["embedded", "server"]}, "songs": {"type": "integer"}}}}}
+            "kind": {"type": "string", "enum": ["embedded", "server"]}, "songs": {"type": "integer"}}},
+        "music_server": {"type": "boolean", "description": "A Subsonic server is configured (answers can be pushed)."}}}
     error = {"type": "object", "required": ["error"], "properties": {"error": {
         "type": "object", "required": ["status", "message"],
         "properties": {"status": {"type": "integer"}, "message": {"type": "string"}}}}}
@@ -131,6 +132,19 @@ def openapi_document() -> dict[str, Any]:
                               "404": _ERRORS["404"]}}},
             "/api/results/{result_id}/playlist.m3u8": _playlist("m3u8"),
             "/api/results/{result_id}/playlist.xspf": _playlist("xspf"),
+            "/api/results/{result_id}/push": {"post": {
+                "summary": "Send a kept answer's songs from the music server to it, as a playlist.",
+                "parameters": [{"name": "result_id", "in": "path", "required": True,
+                                "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}}],
+                "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+                    "type": "object", "required": ["name"], "properties": form_properties(PushForm)}}}},
+                "responses": {"200": {"description": "The playlist as the server keeps it.", "content": {
+                    "application/json": {"schema": {"type": "object", "required": ["name", "songs"], "properties": {
+                        "name": {"type": "string"}, "songs": {"type": "integer"}}}}}},
+                              "400": _ERRORS["400"],
+                              "404": {**_ERRORS["404"], "description": "Unknown result id, or no music server."},
+                              "502": {"description": "The music server refused or failed.",
+                                      "content": {"application/json": {"schema": _ref("Error")}}}}}},
             "/audio/{song_id}": {"get": {
                 "summary": "The song's audio file (HTTP Range supported).",
                 "parameters": [{"name": "song_id", "in": "path", "required": True,

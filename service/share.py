@@ -1,4 +1,5 @@
-"""Kept answers, shared: the page /r/<id> and the playlists /api/results/<id>/playlist.m3u8 and .xspf.
+"""Kept answers, shared: the page /r/<id>, the playlists /api/results/<id>/playlist.m3u8 and .xspf, and
+POST /api/results/<id>/push, which sends the answer's songs to the configured music server as a playlist.
 
 The page shows the answer as it was asked (the photo's thumbnail only if its owner shared it, the
 caption, the moods, the songs with players and the mood map as inline SVG), with Open Graph tags for
@@ -14,13 +15,15 @@ from typing import Any
 from flask import Blueprint, Response, current_app, render_template, request, url_for
 from flask.blueprints import BlueprintSetupState
 from PIL import Image
-from werkzeug.exceptions import NotFound
+from werkzeug.exceptions import BadGateway, NotFound
 
 from image2mood import playlists
 from image2mood.answers import song_json
 from image2mood.recommend import Recommendation, Recommender
 from image2mood.results import ResultStore, ResultStoreError, SavedResult, result_from, thumbnail_jpeg
 from image2mood.store.base import Song
+from image2mood.subsonic import SubsonicClient, SubsonicError
+from service.fields import PushForm, parse
 
 share = Blueprint("share", __name__)
 log = logging.getLogger(__name__)
@@ -116,3 +119,23 @@ def playlist(result_id: str, kind: str):
     body = playlists.render(f".{kind}", tracks, title=headline(result))
     return Response(body, content_type=PLAYLIST_TYPES[kind],
                     headers={"Content-Disposition": f'attachment; filename="image2mood-{result.id}.{kind}"'})
+
+
+@share.post("/api/results/<result_id>/push")
+def push(result_id: str):
+    """The answer's songs that came from the music server, as the playlist ``name`` there (the page's
+    "Send to my server"); the server's login stays in this service."""
+    settings = _recommender().settings
+    if not settings.subsonic_url:
+        raise NotFound("this service has no music server: set IMAGE2MOOD_SUBSONIC_URL (and _USER, _PASSWORD)")
+    form = parse(PushForm, request.form)
+    songs = [song for song, _ in _songs(_kept(result_id))]
+    try:
+        with SubsonicClient.from_settings(settings) as server:
+            pushed = server.push_songs(form.name, songs)
+    except SubsonicError as e:
+        if not any(song.path.startswith("subsonic://") for song in songs):
+            raise  # a 400: none of the answer's songs is on the server
+        log.warning("push of %s: %s", result_id, e)
+        raise BadGateway("the music server did not take the playlist; the service's log says why") from None
+    return {"name": pushed.name, "songs": len(pushed.song_ids)}

@@ -288,3 +288,35 @@ def test_the_service_relays_a_server_song_with_its_byte_range_and_never_the_logi
         assert gone.status_code == 404 and "IMAGE2MOOD_SUBSONIC_URL" in gone.get_json()["error"]["message"]
     finally:
         app.extensions["image2mood"].store.close()
+
+
+def test_the_page_api_pushes_a_kept_answer_to_the_server(server: Supysonic, settings: Settings) -> None:
+    """POST /api/results/<id>/push (the page's "Send to my server"): the answer's songs, in order, as a
+    playlist on the server; bad names, unknown answers and a service without a server are clear 4xx."""
+    from service.app import create_app
+
+    index(server, settings)
+    configured = settings.model_copy(update={"subsonic_url": server.url, "subsonic_user": USER,
+                                             "subsonic_password": SecretStr(PASSWORD)})
+    app = create_app(configured)
+    try:
+        client = app.test_client()
+        assert client.get("/api/health").get_json()["music_server"] is True
+        answer = client.get("/api/search?q=rain&top=3").get_json()
+        stored = app.extensions["image2mood"].find([song["id"] for song in answer["songs"]])
+        wanted = [server_song_id(song.path) for song in stored]
+        pushed = client.post(f"/api/results/{answer['result_id']}/push", data={"name": "image2mood: rain"})
+        assert pushed.status_code == 200, pushed.get_json()
+        assert pushed.get_json() == {"name": "image2mood: rain", "songs": len(wanted)}
+        with server.client() as subsonic:
+            playlist = next(p for p in subsonic.playlists() if p.name == "image2mood: rain")
+            assert subsonic.playlist(playlist.id).song_ids == tuple(wanted)
+
+        blank = client.post(f"/api/results/{answer['result_id']}/push", data={"name": "   "})
+        assert blank.status_code == 400 and "'name'" in blank.get_json()["error"]["message"]
+        unknown = client.post("/api/results/AAAAAAAAAAAAAAAAAAAAAA/push", data={"name": "x"})
+        assert unknown.status_code == 404
+        app.extensions["image2mood"].settings = settings  # no server configured
+        assert client.post(f"/api/results/{answer['result_id']}/push", data={"name": "x"}).status_code == 404
+    finally:
+        app.extensions["image2mood"].store.close()

@@ -3,6 +3,7 @@
 
 import {loadHealth} from './api.js';
 import {initCamera} from './camera.js';
+import {initPush} from './push.js';
 import {applyLanguage, initialLanguage} from './i18n.js';
 import {els, state} from './page.js';
 import {goBack, renderAlphaOutput, renderNotices} from './render.js';
@@ -23,6 +24,7 @@ function init() {
   initUpload({coarse});
   initCamera(sendPhoto, {coarse});
   initSearch();
+  initPush();
 
   els.alpha.addEventListener('input', () => { state.alphaTouched = true; renderAlphaOutput(); });
   els.backBtn.addEventListener('click', goBack);

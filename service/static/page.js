@@ -5,6 +5,7 @@ export const $ = (selector) => document.querySelector(selector);
 export const els = {
   sharePhoto: $('#share-photo'), shareBar: $('#share-bar'), savePlaylist: $('#save-playlist'),
   shareLink: $('#share-link'), mapPanel: $('#map-panel'), moodMap: $('#mood-map'),
+  pushForm: $('#push-form'), pushName: $('#push-name'), pushStatus: $('#push-status'),
   notices: $('#notices'), dropzone: $('#dropzone'), sizeLimit: $('#size-limit'),
   photoInput: $('#photo-input'), captureInput: $('#capture-input'), captureLabel: $('#capture-label'),
   cameraBtn: $('#camera-btn'), cameraPanel: $('#camera-panel'), video: $('#camera-video'),
@@ -22,6 +23,7 @@ export const state = {
   lang: 'en',
   maxBytes: (parseFloat(document.body.dataset.maxUploadMb) || 20) * 1024 * 1024,
   health: null,
+  resultId: null,     // the kept answer on show (for "Send to my server")
   controller: null,   // the request in flight (a new one aborts it)
   view: null,         // what the results show now: {kind, data, photoUrl}
   history: [],        // earlier views, for "Back"

@@ -169,7 +169,11 @@ const QUERY_KEYS = {photo: 'mapPhoto', search: 'mapWords', similar: 'mapSong'};
 function renderWaysOut(kind, data) {
   const id = data.result_id;
   els.shareBar.hidden = !id;
+  state.resultId = id || null;
+  els.pushForm.hidden = !(id && state.health && state.health.music_server);
+  els.pushStatus.textContent = '';
   if (id) {
+    els.pushName.value = (data.caption || data.query || 'image2mood').slice(0, 200);
     els.savePlaylist.href = `/api/results/${encodeURIComponent(id)}/playlist.m3u8`;
     els.shareLink.href = `/r/${encodeURIComponent(id)}`;
   }
