@@ -157,8 +157,8 @@ class Recommender:
         query, route, alpha, note = fuse(text_route, image_route, alpha)
         query = face_pull(query, mood_weights(faces, image.size), self.moods)
         if face_models is None:
-            missing = (f"no face models in {self.settings.faces_folder()}: CLIP's zero-shot reading of the whole "
-                       "photo stood in for faces (`image2mood models faces` fetches them)")
+            missing = ("no face models are installed: CLIP's zero-shot reading of the whole photo stood in for "
+                       "faces (`image2mood models faces` fetches them)")  # no path: answers go to browsers
             note = f"{note}; {missing}" if note else missing
         songs = _timed(timings, "search", lambda: self.rank(query, options))
         return Recommendation(route=route, vector=query, moods=self.moods.top(query), songs=songs, caption=caption,

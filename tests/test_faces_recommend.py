@@ -40,7 +40,7 @@ def test_a_smiling_face_is_in_the_answer_and_pulls_the_query_towards_happy(
     [face] = with_faces.faces
     assert face.expression.key == "happy" and iou(face.box, ASTRONAUT_FACE) > 0.7
     assert "faces" in with_faces.timings_ms and with_faces.caption == without.caption
-    assert without.faces == [] and "no face models in" in without.note and "image2mood models faces" in without.note
+    assert without.faces == [] and "no face models are installed" in without.note and "image2mood models faces" in without.note
     happy = MoodSpace(clap_encoder(settings).encode_text).vector("happy")
     assert float(with_faces.vector @ happy) > float(without.vector @ happy) + 0.05
 

@@ -83,7 +83,7 @@ def test_recommend_returns_the_documented_schema(client: FlaskClient, tmp_path: 
     assert response.status_code == 200, response.get_data(as_text=True)
     body = response.get_json()
     assert body["route"] == "fused" and isinstance(body["caption"], str) and body["caption"]
-    assert body["alpha"] == 0.5 and body["note"].startswith("no face models in")  # the only note: no faces/ here
+    assert body["alpha"] == 0.5 and body["note"].startswith("no face models are installed")  # the only note: no faces/ here
     assert 1 <= len(body["moods"]) and {"key", "en", "ko", "score"} <= set(body["moods"][0])
     assert len(body["songs"]) == 5
     scores = [song["score"] for song in body["songs"]]
