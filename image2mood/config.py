@@ -95,7 +95,8 @@ class Settings(BaseSettings):
         "smaller; 0: the model's own (384 for BLIP-base). 224 is about twice as fast.",
     )
     precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
-        default="auto", description="Number format of BLIP (and of CLAP for --windows all): auto = bf16 where the "
+        default="auto", description="Number format of BLIP, CLIP's image tower and CLAP's text tower (and CLAP's audio tower for "
+        "--windows all): auto = bf16 where the "
         "CPU (AVX512-BF16, AMX) or GPU computes it fast, else fp32, and on a CPU BLIP's text decoder in int8; "
         "bf16 = bf16 everywhere; int8 = fp32 with BLIP's decoder in int8; fp32 = full precision.",
     )

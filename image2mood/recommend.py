@@ -14,7 +14,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -27,6 +26,7 @@ from image2mood.errors import Image2MoodError, StoreError
 from image2mood.faces.reader import Face, FaceModels, mood_weights
 from image2mood.library import store_info
 from image2mood.models import factory
+from image2mood.models.lane import ModelLane
 from image2mood.models.projection import ProjectionHead
 from image2mood.moodmap import MapPoint, MoodMap
 from image2mood.moods import FaceReader, MoodScore, MoodSpace
@@ -82,17 +82,18 @@ class Recommendation:
 class Recommender:
     """Holds the models (loaded once) and a store; answers queries from any thread."""
 
-    def __init__(self, settings: Settings, store: SongStore) -> None:
+    def __init__(self, settings: Settings, store: SongStore, lane: ModelLane | None = None) -> None:
+        """``lane``: where model calls run (inline unless a thread serves it, as `serve`'s main thread does)."""
         self.settings, self.store = settings, store
+        self.lane = lane or ModelLane()
         self.clap = factory.clap_encoder(settings)
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="photo")
         self.memo = PhotoMemo()  # caption, CLIP vector and faces of recent photos
 
     @classmethod
-    def open(cls, settings: Settings) -> Recommender:
+    def open(cls, settings: Settings, lane: ModelLane | None = None) -> Recommender:
         """A recommender over the configured store, which must have been built by the configured CLAP."""
         store = open_configured_store(settings, store_info(factory.clap_encoder(settings), settings))
-        return cls(settings, store)
+        return cls(settings, store, lane)
 
     @cached_property
     def moods(self) -> MoodSpace:
@@ -123,33 +124,32 @@ class Recommender:
 
     def for_photo(self, image: Image.Image, options: Options = Options(),
                   on_songs: Callable[[Recommendation], None] | None = None) -> Recommendation:
-        """Songs for an RGB photo: caption, faces and CLIP run side by side, then fuse and search.
+        """Songs for an RGB photo: CLIP, the faces, BLIP's caption and its CLAP vector one after another on
+        the model lane (:mod:`image2mood.models.lane`: side by side they slow each other), then fuse and
+        search.
 
         With a projection head, ``on_songs`` gets the image route's answer (no caption yet) before BLIP
-        starts, so that CLIP has the cores to itself: the first songs. A photo seen recently skips the
-        models, its caption's CLAP vector included (:mod:`photo_memo`).
+        starts: the first songs. A photo seen recently skips the models, its caption's CLAP vector
+        included (:mod:`photo_memo`).
         """
+        return self.lane.run(lambda: self._for_photo(image, options, on_songs))
+
+    def _for_photo(self, image: Image.Image, options: Options,
+                   on_songs: Callable[[Recommendation], None] | None) -> Recommendation:
         timings: dict[str, float] = {}
         key = photo_key(image)
-        head = self.projection
-
-        def start_caption() -> Future[str]:
-            return self._pool.submit(_timed, timings, "caption", lambda: self.memo.get(
-                key, "caption", lambda: factory.captioner(self.settings).caption([image])[0]))
-
-        first_songs = on_songs is not None and head is not None
-        caption_job = None if first_songs else start_caption()
-        face_models = self.face_models
-        faces_job = face_models and self._pool.submit(_timed, timings, "faces", lambda: self.memo.get(
-            key, "faces", lambda: face_models.read(image)))
+        head, face_models = self.projection, self.face_models
         clip_vector = _timed(timings, "clip", lambda: self.memo.get(
             key, "clip", lambda: factory.image_encoder(self.settings).encode_images([image])[0]))
-        faces = faces_job.result() if faces_job else self._clip_face(clip_vector, timings)
         image_route = None if head is None else _timed(timings, "projection", lambda: project(head, clip_vector))
-        if first_songs:
-            caption_job = start_caption()
+        if face_models is None:
+            faces = self._clip_face(clip_vector, timings)
+        else:
+            faces = _timed(timings, "faces", lambda: self.memo.get(key, "faces", lambda: face_models.read(image)))
+        if on_songs is not None and image_route is not None:
             on_songs(self._image_answer(image_route, faces, image.size, options, timings))
-        caption = caption_job.result()
+        caption = _timed(timings, "caption", lambda: self.memo.get(
+            key, "caption", lambda: factory.captioner(self.settings).caption([image])[0]))
         text_route = _timed(timings, "clap_text", lambda: self.memo.get(
             key, "clap_text", lambda: self.clap.encode_text([caption])[0]))
 
@@ -201,7 +201,7 @@ class Recommender:
 
     def for_text(self, text: str, options: Options = Options()) -> Recommendation:
         """Songs for a free-text description ("rainy night in the city")."""
-        query = self.clap.encode_text([text])[0]
+        query = self.lane.run(lambda: self.clap.encode_text([text])[0])
         return Recommendation(route="text", vector=query, moods=self.moods.top(query),
                               songs=self.rank(query, options), point=self.mood_map.place(query)[0])
 

@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from image2mood.config import Settings
 from image2mood.errors import Image2MoodError, StoreError
+from image2mood.models.lane import ModelLane
 from image2mood.recommend import Recommender, UnknownSongError
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,11 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """A ready app: models loaded (a model that fails to load stops the start, not the first request)."""
+def create_app(settings: Settings | None = None, lane: ModelLane | None = None) -> Flask:
+    """A ready app: models loaded (a model that fails to load stops the start, not the first request).
+
+    ``lane``: where the models run (see :mod:`image2mood.models.lane`); `serve` gives its main thread's.
+    """
     from service.api import api
     from service.share import share
     from service.web import web
@@ -45,7 +49,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = int(settings.max_upload_mb * 1024 * 1024)
     app.json.ensure_ascii = False
     app.json.sort_keys = False
-    recommender = Recommender.open(settings)
+    recommender = Recommender.open(settings, lane)
     recommender.warm_up()
     app.extensions[EXTENSION] = recommender
     app.register_blueprint(api)

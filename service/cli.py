@@ -43,15 +43,26 @@ def waitress_options(settings: Settings, threads: int) -> dict[str, Any]:
 @store_option
 @click.pass_obj
 def serve(settings: Settings, host: str, port: int, threads: int, store: str | None) -> None:
-    """Serve the web page and the JSON API (models load before the first request)."""
+    """Serve the web page and the JSON API (models load before the first request).
+
+    waitress answers on its own threads; this, the main thread, loaded the models and runs every model
+    call for them (the model lane: torch is fastest on one thread, see image2mood.models.lane).
+    """
+    import threading
+
     import waitress
 
+    from image2mood.models.lane import ModelLane
     from service.app import create_app
 
     click.echo("loading models ...", err=True)
-    app = create_app(with_store(settings, store))
+    lane = ModelLane()
+    app = create_app(with_store(settings, store), lane)
+    server = waitress.create_server(app, host=host, port=port, **waitress_options(settings, threads))
+    http = threading.Thread(target=server.run, name="waitress", daemon=True)
+    http.start()
     click.echo(f"image2mood is serving on http://{host}:{port}/", err=True)
-    waitress.serve(app, host=host, port=port, **waitress_options(settings, threads))
+    lane.serve(until=lambda: not http.is_alive())
 
 
 def _print(body: dict, as_json: bool) -> None:

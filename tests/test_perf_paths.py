@@ -289,3 +289,23 @@ def test_index_windows_all_embeds_every_window_and_records_it(cli_env: dict[str,
     assert "loading CLAP" not in again.stderr  # nothing changed: the model is not even loaded
     refused = run_cli(["index", str(music), "--store", str(store), "--windows", "0"], cli_env, tmp_path)
     assert refused.returncode == 2 and "--windows" in refused.stderr
+
+
+def test_bf16_keeps_clip_image_and_clap_text_vectors_within_their_cosine_of_fp32(tiny_models: Path) -> None:
+    """The query path's other two towers in bf16 (what `auto` picks on a CPU with fast bf16)."""
+    from image2mood.models.clip import ImageEncoder
+
+    clip = resolve_model("clip", str(tiny_models / "clip"))
+    clip32, clip16 = ImageEncoder(clip, precision="fp32"), ImageEncoder(clip, precision="bf16")
+    assert clip16.image_dtype == torch.bfloat16 and clip32.image_dtype == torch.float32
+    rng = np.random.default_rng(3)
+    photos = [Image.fromarray((rng.random((90, 120, 3)) * 255).astype(np.uint8)) for _ in range(3)]
+    for a, b in zip(clip32.encode_images(photos), clip16.encode_images(photos), strict=True):
+        assert _cosine(a, b) >= VECTOR_COSINE
+    clap = resolve_model("clap", str(tiny_models / "clap"))
+    texts = ["rain on a quiet night", "a loud summer party", "sunrise over the sea"]
+    text32 = ClapEncoder(clap, text_precision="fp32").encode_text(texts)
+    text16 = ClapEncoder(clap, text_precision="bf16")
+    assert next(text16.model.text_model.parameters()).dtype == torch.bfloat16
+    for a, b in zip(text32, text16.encode_text(texts), strict=True):
+        assert _cosine(a, b) >= VECTOR_COSINE

@@ -36,7 +36,10 @@ class ClapEncoder:
 
     preprocessing = AUDIO_PREPROCESSING
 
-    def __init__(self, resolved: ResolvedModel, device: str = "cpu", precision: Precision = "fp32") -> None:
+    def __init__(self, resolved: ResolvedModel, device: str = "cpu", precision: Precision = "fp32",
+                 text_precision: Precision = "fp32") -> None:
+        """``precision``: the audio tower's (it changes stored vectors, so the store's windowing decides it);
+        ``text_precision``: the text tower's (queries and mood prompts only)."""
         folder = resolved.folder
         self.name = resolved.spec
         self.device = torch.device(device)
@@ -51,10 +54,13 @@ class ClapEncoder:
         filters = self.features.mel_filters if self.fusion else self.features.mel_filters_slaney
         self._mel_filters = torch.from_numpy(np.asarray(filters, dtype=np.float32)).T.contiguous()
         self._window = torch.hann_window(self.features.fft_window_size, periodic=True)
-        self.bf16 = uses_bf16(precision, self.device)  # the audio tower's weights only; texts stay fp32
+        self.bf16 = uses_bf16(precision, self.device)  # the audio tower's weights
         self.audio_dtype = torch.bfloat16 if self.bf16 else torch.float32
         self.model.audio_model.to(self.audio_dtype)
         self.model.audio_projection.to(self.audio_dtype)
+        if uses_bf16(text_precision, self.device):
+            self.model.text_model.to(torch.bfloat16)
+            self.model.text_projection.to(torch.bfloat16)
 
     @property
     def sample_rate(self) -> int:

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from image2mood.models.loading import load_or_explain
+from image2mood.models.precision import Precision, uses_bf16
 from image2mood.models.resolve import ResolvedModel
 from image2mood.vectors import l2_normalise
 
@@ -17,7 +18,8 @@ from image2mood.vectors import l2_normalise
 class ImageEncoder:
     """An open_clip model loaded from a folder in the hub layout (``open_clip_config.json`` + weights)."""
 
-    def __init__(self, resolved: ResolvedModel, device: str = "cpu") -> None:
+    def __init__(self, resolved: ResolvedModel, device: str = "cpu", precision: Precision = "fp32") -> None:
+        """``precision``: the image tower's (bf16 where fast halves its time; the text tower stays fp32)."""
         name = f"local-dir:{resolved.folder}"
         self.name = resolved.spec
         self.device = torch.device(device)
@@ -25,6 +27,8 @@ class ImageEncoder:
             resolved, lambda: open_clip.create_model_and_transforms(name, device=self.device)
         )
         self.model = model.eval()
+        self.image_dtype = torch.bfloat16 if uses_bf16(precision, self.device) else torch.float32
+        self.model.visual.to(self.image_dtype)
         self.tokenizer = load_or_explain(resolved, lambda: open_clip.get_tokenizer(name))
 
     @property
@@ -35,7 +39,7 @@ class ImageEncoder:
     @torch.inference_mode()
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """One L2-normalised CLIP vector per RGB image."""
-        batch = torch.stack([self.preprocess(image) for image in images]).to(self.device)
+        batch = torch.stack([self.preprocess(image) for image in images]).to(self.device, self.image_dtype)
         return l2_normalise(self.model.encode_image(batch).float().cpu().numpy())
 
     @torch.inference_mode()

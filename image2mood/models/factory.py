@@ -23,10 +23,12 @@ _loaded: dict[tuple[Any, ...], Any] = {}
 
 def _load(kind: ModelKind, settings: Settings) -> Any:
     spec = settings.model_spec(kind)
-    extra = {"max_new_tokens": settings.caption_tokens, "image_size": settings.caption_image_size,
-             "precision": settings.precision} if kind == "blip" else {}
-    if kind == "clap" and settings.windows_per_song == 0:  # every window: the audio tower in bf16 where fast
-        extra = {"precision": settings.precision}
+    extra: dict[str, Any] = {"precision": settings.precision}
+    if kind == "blip":
+        extra.update(max_new_tokens=settings.caption_tokens, image_size=settings.caption_image_size)
+    if kind == "clap":  # stored vectors: the audio tower in bf16 only for every window (--windows all)
+        extra.update(precision=settings.precision if settings.windows_per_song == 0 else "fp32",
+                     text_precision=settings.precision)
     key = (kind, spec, settings.device, *sorted(extra.items()))  # every argument the instance is built with
     with _lock:
         if key not in _loaded:
