@@ -19,7 +19,7 @@ from image2mood.store.base import Song, StoreInfo, windowing_label
 from image2mood.tags import Tags, read_tags
 
 if TYPE_CHECKING:  # torch loads only when a song is embedded: a rerun over unchanged files needs none
-    from image2mood.models.clap import ClapEncoder
+    from image2mood.models.clap import ClapEncoder, Pooling
 
 
 def song_id(path: Path) -> str:
@@ -105,12 +105,13 @@ def prepare(facts: FileFacts, settings: Settings, sample_rate: int) -> PreparedS
     return PreparedSong(facts=facts, tags=read_tags(Path(facts.path)), audio=audio)
 
 
-def embed(prepared: PreparedSong, encoder: ClapEncoder) -> Song:
-    """The stored form of a prepared file: its pooled, L2-normalised CLAP vector and metadata."""
+def embed(prepared: PreparedSong, encoder: ClapEncoder, pooling: Pooling = "mean") -> Song:
+    """The stored form of a prepared file: its pooled (``pooling`` of its windows), L2-normalised CLAP
+    vector and metadata."""
     facts, tags = prepared.facts, prepared.tags
     return Song(
         id=facts.id, path=str(facts.path), content_hash=facts.content_hash, title=tags.title,
         artist=tags.artist, album=tags.album, genre=tags.genre,
         duration=round(prepared.audio.duration, 3), size=facts.size, mtime_ns=facts.mtime_ns,
-        vector=encoder.encode_audio(prepared.audio.windows),
+        vector=encoder.encode_audio(prepared.audio.windows, pooling),
     )

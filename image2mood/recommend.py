@@ -2,7 +2,7 @@
 
 A photo takes two routes into the songs' space: its BLIP caption through CLAP's text tower, and its
 CLIP vector through the projection head. The query is their normalised weighted sum (``alpha`` for
-the image route). The photo's faces, found by MTCNN beside BLIP and read by the expression model, pull
+the image route). The photo's faces, found by MTCNN and read by the expression model, pull
 it towards their expressions' moods; without the face models, CLIP's zero-shot reading of the whole
 photo stands in and the result says so. Without a projection checkpoint the caption route alone serves,
 and the result says so.

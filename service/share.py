@@ -22,7 +22,7 @@ from image2mood.answers import song_json
 from image2mood.recommend import Recommendation, Recommender
 from image2mood.results import ResultStore, ResultStoreError, SavedResult, result_from, thumbnail_jpeg
 from image2mood.store.base import Song
-from image2mood.subsonic import SubsonicClient, SubsonicError
+from image2mood.subsonic import SubsonicClient, SubsonicError, server_song_id
 from service.fields import PushForm, parse
 
 share = Blueprint("share", __name__)
@@ -134,7 +134,7 @@ def push(result_id: str):
         with SubsonicClient.from_settings(settings) as server:
             pushed = server.push_songs(form.name, songs)
     except SubsonicError as e:
-        if not any(song.path.startswith("subsonic://") for song in songs):
+        if not any(server_song_id(song.path) for song in songs):
             raise  # a 400: none of the answer's songs is on the server
         log.warning("push of %s: %s", result_id, e)
         raise BadGateway("the music server did not take the playlist; the service's log says why") from None

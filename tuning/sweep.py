@@ -29,7 +29,6 @@ from image2mood.moods import MOOD_TEMPLATES, MOODS, Mood, MoodSpace
 from image2mood.recommend import FACE_WEIGHT, Options, RankedSong, Recommender, face_pull, fuse, project
 from image2mood.store import open_configured_store, open_store
 from image2mood.store.base import Song, SongStore
-from image2mood.vectors import l2_normalise
 from tuning import metrics
 from tuning.cache import QueryCache
 from tuning.evalset import Query, labels_from_tags
@@ -204,11 +203,7 @@ def reembed(songs: Sequence[Song], variant: SongVectors, settings: Settings, enc
         except (Image2MoodError, OSError) as exc:
             say(f"skipped {song.path}: {exc}")
             continue
-        embedded = embed(prepared, encoder)
-        if variant.pooling == "max":
-            pooled = l2_normalise(encoder.encode_windows(prepared.audio.windows).max(axis=0))
-            embedded = dataclasses.replace(embedded, vector=pooled)
-        pending.append(embedded)
+        pending.append(embed(prepared, encoder, variant.pooling))
         if len(pending) >= settings.upsert_batch:
             store.upsert(pending)
             pending.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -29,6 +30,10 @@ def laion_quantise(window: np.ndarray) -> np.ndarray:
     """
     steps = (np.clip(np.asarray(window, dtype=np.float32), -1.0, 1.0) * 32767.0).astype(np.int16)
     return (steps / 32767.0).astype(np.float32)
+
+
+Pooling = Literal["mean", "max"]
+"""How a song's window vectors become one: their mean (the default) or their element-wise max."""
 
 
 class ClapEncoder:
@@ -104,10 +109,12 @@ class ClapEncoder:
         out = self.model.get_audio_features(input_features=features, is_longer=is_longer)
         return l2_normalise(out.pooler_output.float().cpu().numpy())
 
-    def encode_audio(self, windows: Sequence[np.ndarray]) -> np.ndarray:
-        """A song's vector: the mean of its window vectors (embedded :data:`WINDOW_BATCH` at a time), L2-normalised."""
-        vectors = [self.encode_windows(windows[i:i + WINDOW_BATCH]) for i in range(0, len(windows), WINDOW_BATCH)]
-        return l2_normalise(np.concatenate(vectors).mean(axis=0))
+    def encode_audio(self, windows: Sequence[np.ndarray], pooling: Pooling = "mean") -> np.ndarray:
+        """A song's vector: the mean (or the element-wise max) of its window vectors, embedded
+        :data:`WINDOW_BATCH` at a time, L2-normalised."""
+        vectors = np.concatenate([self.encode_windows(windows[i:i + WINDOW_BATCH])
+                                  for i in range(0, len(windows), WINDOW_BATCH)])
+        return l2_normalise(vectors.max(axis=0) if pooling == "max" else vectors.mean(axis=0))
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
