@@ -86,9 +86,9 @@ def _events(r: Recommender, photo: Image.Image, options: Options, share_photo: b
             body = photo_answer(rec, photo, share_photo) if kind == "answer" else recommendation_json(rec)
             yield json.dumps({"event": kind, **body}, ensure_ascii=False) + "\n"
     except Image2MoodError as exc:  # the status the plain answer would have had
-        from service.app import STATUS_FOR
+        from service.app import status_for  # the app module imports this one
 
-        status = next(code for cls, code in STATUS_FOR if isinstance(exc, cls))
+        status = status_for(exc)
         yield json.dumps({"event": "error", "error": {"status": status, "message": str(exc)}}) + "\n"
     except Exception:
         log.exception("unexpected error while streaming an answer")

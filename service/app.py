@@ -75,6 +75,11 @@ def _error(status: int, message: str):
 STATUS_FOR = ((UnknownSongError, 404), (StoreError, 503), (Image2MoodError, 400))
 
 
+def status_for(exc: Image2MoodError) -> int:
+    """The HTTP status of an error the core raised (the JSON error handler's and the streamed answer's)."""
+    return next(code for cls, code in STATUS_FOR if isinstance(exc, cls))
+
+
 def _register_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -86,7 +91,7 @@ def _register_errors(app: Flask) -> None:
 
     @app.errorhandler(Image2MoodError)
     def core_error(exc: Image2MoodError):
-        status = next(code for cls, code in STATUS_FOR if isinstance(exc, cls))
+        status = status_for(exc)
         if status >= 500:
             log.error("%s", exc)
         return _error(status, str(exc))
