@@ -83,8 +83,9 @@ class Settings(BaseSettings):
     )
     upsert_batch: int = Field(default=16, ge=1, description="Songs written to the store per batch.")
     exact_search_limit: int = Field(
-        default=200_000, ge=0,
-        description="Libraries up to this many songs are searched exactly; larger ones through HNSW.",
+        default=20_000, ge=0,  # image2mood.store.base.EXACT_SEARCH_LIMIT
+        description="Libraries up to this many songs compare every full vector; larger ones scan 4-bit codes, "
+                    "then rescore the best candidates with their full vectors.",
     )
 
     alpha: float = Field(default=0.5, ge=0, le=1, description="Weight of the image route in the fused query.")

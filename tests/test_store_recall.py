@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
+import qdrant_edge as qe
 
 from image2mood.store import Song, SongStore, StoreInfo, open_store
-from image2mood.store.base import EXACT_SEARCH_LIMIT
+from image2mood.store.base import EXACT_SEARCH_LIMIT, VECTOR_NAME
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant")
 
@@ -59,15 +61,46 @@ def test_recall_at_10_with_production_settings(adapter: str, tmp_path: Path) -> 
         assert _recall(store, library, queries) >= 0.95
 
 
-def test_recall_through_the_hnsw_index(tmp_path: Path) -> None:
-    """Above the exact-search limit the store builds HNSW with its own m/ef settings and searches it
-    with its own ef: recall@10 stays at least 0.95."""
+def _scores_without_rescoring(store: SongStore, query: np.ndarray) -> np.ndarray:
+    """Scores straight from the quantised codes (the production search rescores them)."""
+    request = qe.QueryRequest(limit=10, query=qe.Query.Nearest(query, using=VECTOR_NAME), params=qe.SearchParams(
+        quantization=qe.QuantizationSearchParams(rescore=False)))
+    return np.array([p.score for p in store._shard.query(request)])
+
+
+def _assert_codes_searched_and_rescored(store: SongStore, library: np.ndarray, queries: np.ndarray) -> None:
+    assert store._shard.info().indexed_vectors_count == len(library)  # every song has its codes
+    query = queries[0]
+    assert np.abs(_scores_without_rescoring(store, query) - np.sort(library @ query)[::-1][:10]).max() > 1e-4
+    rescored = np.array([hit.score for hit in store.search(query, 10)])
+    np.testing.assert_allclose(rescored, np.sort(library @ query)[::-1][:10], atol=1e-5)
+    assert _recall(store, library, queries) >= 0.95
+
+
+def test_recall_through_the_quantised_codes(tmp_path: Path) -> None:
+    """Above the exact-search limit the store scans 4-bit codes and rescores the best candidates with
+    their full vectors: the scores are exact again and recall@10 stays at least 0.95."""
     library, queries = _clustered(6000, 40, np.random.default_rng(8))  # over Qdrant's 10 MB indexing threshold
     with open_store(str(tmp_path / "store"), info=INFO) as store:
         store.exact_limit = 1000
         _fill(store, library)
-        assert store._shard.info().indexed_vectors_count == len(library)  # searched through HNSW
-        assert _recall(store, library, queries) >= 0.95
+        _assert_codes_searched_and_rescored(store, library, queries)
+
+
+def test_a_store_made_with_hnsw_settings_gets_codes(tmp_path: Path) -> None:
+    """Stores made by earlier versions (HNSW m 32, no quantisation) take on the codes at their next optimize."""
+    library, queries = _clustered(6000, 20, np.random.default_rng(10))
+    root = tmp_path / "store"
+    with open_store(str(root), info=INFO):
+        pass  # writes store.json and a shard with today's settings: replace the shard by an old one
+    shutil.rmtree(root / "shard")
+    old = qe.EdgeConfig(vectors={VECTOR_NAME: qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine)},
+                        hnsw_config=qe.HnswIndexConfig(m=32, ef_construct=256, full_scan_threshold=10_000))
+    qe.EdgeShard.create(str(root / "shard"), old).close()
+    with open_store(str(root), info=INFO) as store:
+        store.exact_limit = 1000
+        _fill(store, library)
+        _assert_codes_searched_and_rescored(store, library, queries)
 
 
 def test_count_used_for_the_choice_follows_writes(tmp_path: Path) -> None:

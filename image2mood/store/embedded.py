@@ -26,10 +26,8 @@ import qdrant_edge as qe
 from image2mood.errors import StoreError, StoreLockedError
 from image2mood.store.base import (
     FLOAT_FIELDS,
-    HNSW_EF,
-    HNSW_EF_CONSTRUCT,
-    HNSW_M,
     KEYWORD_FIELDS,
+    OVERSAMPLING,
     VECTOR_NAME,
     Hit,
     Song,
@@ -111,7 +109,7 @@ class EmbeddedStore(SongStore):
             filter=_edge_filter(song_filter) if song_filter else None,
             with_payload=True,
             with_vector=with_vectors,
-            params=qe.SearchParams(exact=True) if exact else qe.SearchParams(hnsw_ef=HNSW_EF),
+            params=qe.SearchParams(exact=True) if exact else _QUANTISED,
         )
         return [Hit(Song.from_payload(p.id, p.payload, p.vector), p.score) for p in self._shard.query(request)]
 
@@ -119,7 +117,7 @@ class EmbeddedStore(SongStore):
         return self._shard.count(qe.CountRequest(exact=True))
 
     def _optimize(self) -> None:
-        """Build the HNSW index, only for libraries large enough to be searched through it."""
+        """Qdrant Edge's optimisers, only for libraries large enough to be searched through the codes."""
         if self._size() > self.exact_limit:
             self._shard.optimize()
             self._shard.flush()
@@ -169,12 +167,21 @@ def _write_info(path: Path, info: StoreInfo) -> None:
     os.replace(tmp, path)
 
 
+_QUANTISED = qe.SearchParams(quantization=qe.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING))
+
+
 def _edge_config(dim: int) -> qe.EdgeConfig:
-    """The shard's configuration, given at creation and again at each load (stores made before the
-    HNSW settings were chosen take them on at their next load)."""
-    return qe.EdgeConfig(vectors={VECTOR_NAME: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
-                         hnsw_config=qe.HnswIndexConfig(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT,
-                                                        full_scan_threshold=10_000))
+    """The shard's configuration, given at creation and again at each load (older stores, made with
+    HNSW settings, take these on at their next load and get codes at their next ``optimize``).
+
+    ``m=0`` builds no HNSW graph; every segment keeps 4-bit TurboQuant codes in RAM beside the float32
+    vectors used for rescoring (appendable ones as songs are written)."""
+    vectors = qe.EdgeVectorParams(
+        size=dim, distance=qe.Distance.Cosine,
+        quantization_config=qe.TurboQuantQuantizationConfig(bits=qe.TurboQuantBitSize.Bits4, memory=qe.Memory.Pinned),
+    )
+    return qe.EdgeConfig(vectors={VECTOR_NAME: vectors},
+                         hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000))
 
 
 def _create_shard(path: Path, dim: int) -> qe.EdgeShard:

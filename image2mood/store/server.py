@@ -17,10 +17,8 @@ from qdrant_client import QdrantClient, models
 from image2mood.errors import StoreError
 from image2mood.store.base import (
     FLOAT_FIELDS,
-    HNSW_EF,
-    HNSW_EF_CONSTRUCT,
-    HNSW_M,
     KEYWORD_FIELDS,
+    OVERSAMPLING,
     VECTOR_NAME,
     Hit,
     Song,
@@ -31,6 +29,12 @@ from image2mood.store.base import (
 )
 
 METADATA_KEY = "image2mood"
+_NO_GRAPH = models.HnswConfigDiff(m=0)
+_CODES = models.TurboQuantization(turbo=models.TurboQuantQuantizationConfig(
+    bits=models.TurboQuantBitSize.BITS4, always_ram=True))
+"""The embedded store's search plan (see EXACT_SEARCH_LIMIT): no HNSW graph, 4-bit TurboQuant codes in
+RAM (Qdrant 1.18 or later), full vectors for rescoring; the server builds the codes by itself."""
+_QUANTISED = models.SearchParams(quantization=models.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING))
 
 
 class ServerStore(SongStore):
@@ -74,7 +78,8 @@ class ServerStore(SongStore):
                 raise StoreError(f"no store at {self.location}; run `image2mood index MUSIC_DIR` first")
             self._create(info)
             return info
-        metadata = self._client.get_collection(self._collection).config.metadata or {}
+        config = self._client.get_collection(self._collection).config
+        metadata = config.metadata or {}
         if METADATA_KEY not in metadata:
             raise StoreError(
                 f"the collection at {self.location} was not created by image2mood (no {METADATA_KEY!r} "
@@ -82,6 +87,9 @@ class ServerStore(SongStore):
             )
         recorded = StoreInfo.from_dict(metadata[METADATA_KEY])
         check_info(self.location, recorded, info)
+        if not isinstance(config.quantization_config, models.TurboQuantization) or config.hnsw_config.m != 0:
+            # made by an older image2mood (HNSW, no codes): the server rebuilds it in the background
+            self._client.update_collection(self._collection, hnsw_config=_NO_GRAPH, quantization_config=_CODES)
         return recorded
 
     def _create(self, info: StoreInfo) -> None:
@@ -89,7 +97,8 @@ class ServerStore(SongStore):
             self._collection,
             vectors_config={VECTOR_NAME: models.VectorParams(size=info.dim, distance=models.Distance.COSINE)},
             metadata={METADATA_KEY: info.to_dict()},
-            hnsw_config=models.HnswConfigDiff(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT),
+            hnsw_config=_NO_GRAPH,
+            quantization_config=_CODES,
         )
         schemas = {name: models.PayloadSchemaType.KEYWORD for name in KEYWORD_FIELDS}
         schemas |= {name: models.PayloadSchemaType.FLOAT for name in FLOAT_FIELDS}
@@ -125,7 +134,7 @@ class ServerStore(SongStore):
             limit=limit,
             with_payload=True,
             with_vectors=with_vectors,
-            search_params=models.SearchParams(exact=True) if exact else models.SearchParams(hnsw_ef=HNSW_EF),
+            search_params=models.SearchParams(exact=True) if exact else _QUANTISED,
         )
         return [Hit(Song.from_payload(p.id, p.payload, p.vector), p.score) for p in response.points]
 
