@@ -267,6 +267,17 @@ def _decode(path: Path, source: _Source, sample_rate: int, window_seconds: float
     return DecodedAudio(windows=windows, duration=frames / rate, silent=silent)
 
 
+def _downmix(block: np.ndarray) -> np.ndarray:
+    """The mean of the channels of a ``[frames, channels]`` block, bit for bit ``block.mean(axis=1)`` in
+    float32, but a column at a time: numpy's reduction over a short inner axis took 0.17 s for the
+    4 minutes of stereo that ``--windows all`` reads, this takes 0.02 s."""
+    mono = block[:, 0].copy()
+    for channel in range(1, block.shape[1]):
+        mono += block[:, channel]
+    mono /= np.float32(block.shape[1])
+    return mono
+
+
 def content_hash(path: Path) -> str:
     """SHA-256 hex digest of the regular file's bytes, read in chunks."""
     with open(_open_regular(path), "rb") as f:
@@ -361,7 +372,7 @@ class _SoundFileSource:
         while count > 0:
             want = min(count, self._block)
             block = self.f.read(want, dtype="float32", always_2d=True)
-            parts.append(block.mean(axis=1, dtype=np.float32))
+            parts.append(_downmix(block))
             if len(block) < want:
                 break
             count -= want

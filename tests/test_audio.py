@@ -360,3 +360,13 @@ def test_decoder_notes_come_back_with_the_file_not_on_stderr(
     assert message.startswith(f"cannot decode {damaged}: ")
     assert message.count("Note: Illegal Audio-MPEG-Header") == 1 and message.count("Trying to resync") == 1
     assert "Illegal Audio-MPEG-Header" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("channels", [1, 2, 6])
+def test_downmix_is_the_channels_mean_bit_for_bit(channels: int) -> None:
+    from image2mood.audio import _downmix
+
+    block = np.random.default_rng(channels).standard_normal((4801, channels)).astype(np.float32)
+    mono = _downmix(block)
+    assert mono.dtype == np.float32 and mono.shape == (4801,)
+    assert np.array_equal(mono, block.mean(axis=1, dtype=np.float32))
