@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from image2mood.models.projection import ProjectionConfig, ProjectionHead, save_projection  # first: torchvision guard
+import image2mood.models._torchvision  # noqa: F401  (first: lets transformers and open_clip import torchvision)
 
 import open_clip
 import torch
@@ -24,6 +24,7 @@ from transformers import (BertTokenizerFast, BlipConfig, BlipForConditionalGener
                           BlipProcessor, ClapConfig, ClapFeatureExtractor, ClapModel)
 
 from image2mood.config import PROJECTION_FILE
+from image2mood.models.projection import ProjectionConfig, ProjectionHead, save_projection
 from image2mood.models.resolve import ResolvedModel
 from image2mood.models.tiny import _tiny_roberta_tokenizer
 

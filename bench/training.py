@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import image2mood.models  # noqa: F401  (the torchvision guard)
+import image2mood.models._torchvision  # noqa: F401  (the torchvision guard)
 import open_clip
 from safetensors.torch import save_model
 from tokenizers import ByteLevelBPETokenizer

@@ -10,7 +10,7 @@ import os
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from image2mood.audio import DecodedAudio, check_regular_file, content_hash, decode_windows
 from image2mood.config import Settings
@@ -37,8 +37,20 @@ def window_limit(settings: Settings) -> int:
     return settings.windows_per_song or ALL_WINDOWS
 
 
-def store_info(encoder: ClapEncoder, settings: Settings) -> StoreInfo:
-    """What a store built by this encoder and these settings records about itself."""
+class ClapIdentity(Protocol):
+    """What a store records of the CLAP model that made its vectors: a loaded ``ClapEncoder`` or the
+    ``ClapFacts`` read from its folder."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def preprocessing(self) -> str: ...
+
+
+def store_info(encoder: ClapIdentity, settings: Settings) -> StoreInfo:
+    """What a store built by this CLAP model and these settings records about itself."""
     windowing = windowing_label(settings.windows_per_song, settings.window_seconds)
     return StoreInfo(clap_model=encoder.name, dim=encoder.dim, windowing=windowing,
                      preprocessing=encoder.preprocessing)

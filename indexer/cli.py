@@ -24,6 +24,7 @@ from indexer.prune import prune_candidates, prune_roots
 if TYPE_CHECKING:
     from image2mood.models.clap import ClapEncoder
     from image2mood.subsonic import SubsonicClient
+    from indexer.pipeline import PendingEncoder
 
 SUBSONIC = "subsonic"
 """The PATHS word that means the configured music server (a folder of that name is written ./subsonic)."""
@@ -87,13 +88,13 @@ def index(settings: Settings, paths: tuple[Path | str, ...], store: str | None, 
             if unchanged is not None:
                 click.echo(unchanged.summary())
                 return
-        encoder = _load_clap(settings)
+        encoder = _pending_clap(settings)
         from image2mood.library import store_info
 
         if song_store is None:
-            song_store = stack.enter_context(open_configured_store(settings, store_info(encoder, settings)))
+            song_store = stack.enter_context(open_configured_store(settings, store_info(encoder.facts, settings)))
         else:
-            check_info(song_store.location, song_store.info, store_info(encoder, settings))
+            check_info(song_store.location, song_store.info, store_info(encoder.facts, settings))
         indexer = Indexer(song_store, encoder, settings, on_stored=_print_stored if verbose else None)
         try:
             if server is not None:
@@ -154,6 +155,16 @@ def _load_clap(settings: Settings) -> ClapEncoder:
     from image2mood.models.factory import clap_encoder
 
     return clap_encoder(settings)
+
+
+def _pending_clap(settings: Settings) -> PendingEncoder:
+    """The configured CLAP, found (a missing model stops here) but loaded only when a song needs it."""
+    from image2mood.models.clap_facts import read_clap_facts
+    from image2mood.models.resolve import resolve_model
+    from indexer.pipeline import PendingEncoder
+
+    facts = read_clap_facts(resolve_model("clap", settings.model_spec("clap")))
+    return PendingEncoder(facts, lambda: _load_clap(settings))
 
 
 def _print_stored(songs: Sequence[Song]) -> None:

@@ -1,7 +1,7 @@
 """Index a music library: walk, skip unchanged files, decode ahead of the model, write in batches.
 
 Decoding (and hashing) of the next files runs in a worker thread while the model embeds the current
-one. Songs reach the store in batches; each batch is durable when written, so an interrupted run
+one, and, given a :class:`PendingEncoder`, while the model loads. Songs reach the store in batches; each batch is durable when written, so an interrupted run
 loses at most the batch in hand, and a rerun finishes the job (ids are stable, so no duplicates).
 A bad entry (not a regular file, undecodable, unnamable) is reported with its reason and skipped.
 Pruning follows :mod:`indexer.prune`.
@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from image2mood.audio import iter_audio_files, separate_stderr
 from image2mood.config import Settings
-from image2mood.errors import Image2MoodError
+from image2mood.errors import Image2MoodError, ModelLoadError
 from image2mood.library import FileFacts, PreparedSong, embed, file_facts, prepare
+from image2mood.models.clap_facts import ClapFacts
 from image2mood.store.base import Song, SongStore
 from image2mood.tags import read_tags
 from indexer.prune import prune_candidates, prune_roots
@@ -90,6 +91,29 @@ def all_unchanged(store: SongStore, paths: Iterable[Path]) -> IndexReport | None
     return IndexReport(unchanged=len(files))
 
 
+class PendingEncoder:
+    """The CLAP encoder before it loads: its sample rate read from the model's files, so that the first
+    songs decode while torch and transformers import (about 4 s); :meth:`loaded` loads it once, on the
+    thread that embeds, when the first song needs it (a run with nothing new never loads it)."""
+
+    def __init__(self, facts: ClapFacts, load: Callable[[], ClapEncoder]) -> None:
+        self.facts, self._load = facts, load
+        self._encoder: ClapEncoder | None = None
+
+    @property
+    def sample_rate(self) -> int:
+        return self.facts.sample_rate
+
+    def loaded(self) -> ClapEncoder:
+        if self._encoder is None:
+            encoder = self._load()
+            if encoder.sample_rate != self.facts.sample_rate:
+                raise ModelLoadError(f"CLAP model {self.facts.name} takes {encoder.sample_rate} Hz audio, but its "
+                                     f"files said {self.facts.sample_rate} Hz; fetch the model again")
+            self._encoder = encoder
+        return self._encoder
+
+
 def _say(line: str) -> None:
     tqdm.write(line, file=sys.stderr)
 
@@ -101,7 +125,7 @@ class Indexer:
     each batch of songs once the store has it durably.
     """
 
-    def __init__(self, store: SongStore, encoder: ClapEncoder, settings: Settings,
+    def __init__(self, store: SongStore, encoder: ClapEncoder | PendingEncoder, settings: Settings,
                  warn: Callable[[str], None] = _say,
                  on_stored: Callable[[Sequence[Song]], None] | None = None) -> None:
         self.store, self.encoder, self.settings, self.warn = store, encoder, settings, warn
@@ -190,8 +214,9 @@ class Indexer:
                 self.warn(f"note: {item.facts.path}: the decoder said: {note}")
             if item.audio.silent:
                 self.warn(f"note: {item.facts.path} is silent where it was sampled; indexed anyway")
+            encoder = self.encoder.loaded() if isinstance(self.encoder, PendingEncoder) else self.encoder
             try:
-                song = embed(item, self.encoder)
+                song = embed(item, encoder)
             except (Image2MoodError, ValueError, RuntimeError) as exc:  # the model's refusal of odd audio
                 self._fail(item.facts.path, f"cannot embed {item.facts.path}: {exc}", report)
                 return

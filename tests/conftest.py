@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-import image2mood.models  # noqa: F401  (torchvision guard before anything imports it)
+import image2mood.models._torchvision  # noqa: F401  (torchvision guard before anything imports it)
 from image2mood.config import Settings
 from image2mood.models.tiny import write_tiny_set
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import image2mood.models  # noqa: F401  (registers the torchvision workaround before transformers' CLAP)
+import image2mood.models._torchvision  # noqa: F401  (registers the torchvision workaround before transformers' CLAP)
 import numpy as np
 import pytest
 import torch

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +20,16 @@ from click.testing import CliRunner
 
 from conftest import CLI, run_cli
 from image2mood.config import Settings
+from image2mood.errors import ModelLoadError
 from image2mood.library import embed, file_facts, prepare, song_id, store_info
+from image2mood.models.clap import ClapEncoder
+from image2mood.models.clap_facts import read_clap_facts
 from image2mood.models.factory import clap_encoder
+from image2mood.models.resolve import resolve_model
 from image2mood.store import StoreInfo, open_store
 from image2mood_cli.main import cli
-from indexer.pipeline import Indexer
+from indexer import pipeline
+from indexer.pipeline import Indexer, PendingEncoder
 from media import write_damaged_mp3, write_tone
 
 TAGGED = {
@@ -267,3 +275,48 @@ def test_decoder_notes_are_reported_once_with_the_file(
     assert noted[0].count("Trying to resync") == 1
     assert report.failed == 1
     assert "Illegal Audio-MPEG-Header" not in capfd.readouterr().err
+
+
+def _pending(settings: Settings, on_load: Callable[[], None]) -> PendingEncoder:
+    facts = read_clap_facts(resolve_model("clap", settings.model_spec("clap")))
+
+    def load() -> ClapEncoder:
+        on_load()
+        return clap_encoder(settings)
+
+    return PendingEncoder(facts, load)
+
+
+def test_clap_facts_read_without_torch_match_the_loaded_model(settings: Settings) -> None:
+    facts = read_clap_facts(resolve_model("clap", settings.model_spec("clap")))
+    encoder = clap_encoder(settings)
+    assert (facts.name, facts.dim, facts.sample_rate) == (encoder.name, encoder.dim, encoder.sample_rate)
+    assert store_info(facts, settings) == store_info(encoder, settings)
+    probe = "import sys, image2mood.models.clap_facts, indexer.pipeline; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+
+
+def test_songs_decode_while_the_model_loads_and_a_run_without_new_songs_never_loads_it(
+        tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    library = make_library(tmp_path / "music")
+    decoded: list[Path] = []
+    monkeypatch.setattr(pipeline, "prepare", lambda facts, *a: decoded.append(facts.path) or prepare(facts, *a))
+    loads: list[int] = []
+    encoder = _pending(settings, lambda: loads.append(len(decoded)))
+    with open_store(settings.store, info=store_info(encoder.facts, settings)) as s:
+        assert Indexer(s, encoder, settings, warn=lambda line: None).run([library]).indexed == GOOD
+        assert len(loads) == 1 and loads[0] >= 1  # at least the first song was decoded before the model loaded
+        shutil.copy(library / "plain song.wav", library / "copy of plain song.wav")  # new path, known content
+        loads.clear()
+        again = Indexer(s, _pending(settings, lambda: loads.append(0)), settings, warn=lambda line: None).run([library])
+    assert (again.indexed, again.unchanged, loads) == (1, GOOD, [])  # the copy took the stored vector
+
+
+def test_a_model_whose_files_misstate_its_sample_rate_is_refused(tmp_path: Path, settings: Settings) -> None:
+    library = make_library(tmp_path / "music")
+    encoder = _pending(settings, lambda: None)
+    encoder.facts = dataclasses.replace(encoder.facts, sample_rate=encoder.facts.sample_rate // 2)
+    with open_store(settings.store, info=store_info(encoder.facts, settings)) as s, \
+            pytest.raises(ModelLoadError, match="fetch the model again"):
+        Indexer(s, encoder, settings, warn=lambda line: None).run([library])

@@ -306,6 +306,10 @@ def test_bf16_keeps_clip_image_and_clap_text_vectors_within_their_cosine_of_fp32
     texts = ["rain on a quiet night", "a loud summer party", "sunrise over the sea"]
     text32 = ClapEncoder(clap, text_precision="fp32").encode_text(texts)
     text16 = ClapEncoder(clap, text_precision="bf16")
+    assert next(text16.model.text_model.parameters()).dtype == torch.float32  # untouched until text is embedded
+    text16.encode_windows([np.zeros(4800, np.float32)])  # as the indexer does: audio only
+    assert next(text16.model.text_model.parameters()).dtype == torch.float32
+    vectors16 = text16.encode_text(texts)
     assert next(text16.model.text_model.parameters()).dtype == torch.bfloat16
-    for a, b in zip(text32, text16.encode_text(texts), strict=True):
+    for a, b in zip(text32, vectors16, strict=True):
         assert _cosine(a, b) >= VECTOR_COSINE

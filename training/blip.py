@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tokenizers import AddedToken
 
-import image2mood.models  # noqa: F401  (the torchvision guard, before transformers' BLIP imports it)
+import image2mood.models._torchvision  # noqa: F401  (the torchvision guard, before transformers' BLIP imports it)
 from tqdm import tqdm
 from transformers import BlipForConditionalGeneration, BlipProcessor  # noqa: E402
 

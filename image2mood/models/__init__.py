@@ -1,8 +1,5 @@
-"""Model loading: one resolver for every model spec, one small class per model family."""
+"""Model loading: one resolver for every model spec, one small class per model family.
 
-from transformers.utils import logging as _transformers_logging
-
-from image2mood.models._torchvision import ensure_torchvision_importable
-
-ensure_torchvision_importable()
-_transformers_logging.disable_progress_bar()  # the CLI draws its own progress; weight-loading bars are noise
+Importing this package (or :mod:`image2mood.models.resolve`) loads no torch: the modules that import
+transformers or open_clip import :mod:`image2mood.models._torchvision` first.
+"""

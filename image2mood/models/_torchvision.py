@@ -6,11 +6,15 @@ and transformers' image models import torchvision, so before they load we declar
 schemas its import checks. The transforms and model definitions we use then work; the compiled ops
 (nms, roi_align) stay unavailable, and image2mood does not use them. Where torchvision's own ops
 load (a CPU torchvision, or CUDA torch) this does nothing.
+
+Importing this module applies the guard: every module that imports transformers or open_clip imports
+it first. It also turns off transformers' weight-loading progress bars (the CLI draws its own).
 """
 
 from __future__ import annotations
 
 import torch
+from transformers.utils import logging as transformers_logging
 
 _SCHEMAS = (
     "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
@@ -41,3 +45,7 @@ def ensure_torchvision_importable() -> None:
     _library = torch.library.Library("torchvision", "DEF")
     for schema in _SCHEMAS:
         _library.define(schema)
+
+
+ensure_torchvision_importable()
+transformers_logging.disable_progress_bar()

@@ -13,6 +13,8 @@ weights at every step, was slower than fp32). The decoder's embeddings and norms
 
 from __future__ import annotations
 
+import image2mood.models._torchvision  # noqa: F401  (first: lets transformers and open_clip import torchvision)
+
 import warnings
 from collections.abc import Sequence
 

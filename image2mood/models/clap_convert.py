@@ -12,6 +12,8 @@ Only unfused checkpoints with an HTSAT audio tower and a RoBERTa text tower are 
 
 from __future__ import annotations
 
+import image2mood.models._torchvision  # noqa: F401  (first: lets transformers and open_clip import torchvision)
+
 import re
 import shutil
 import warnings

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import image2mood.models._torchvision  # noqa: F401  (first: lets transformers and open_clip import torchvision)
+
 from collections.abc import Sequence
 
 import numpy as np

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from image2mood.config import ModelKind, Settings
 from image2mood.errors import ModelNotFoundError
-from image2mood.faces.reader import FaceModels
-from image2mood.models.blip import Captioner
-from image2mood.models.clap import ClapEncoder
-from image2mood.models.clip import ImageEncoder
-from image2mood.models.projection import ProjectionHead, load_projection
 from image2mood.models.resolve import resolve_model
 
-_CLASSES: dict[ModelKind, type] = {"clap": ClapEncoder, "clip": ImageEncoder, "blip": Captioner}
+if TYPE_CHECKING:
+    from image2mood.faces.reader import FaceModels
+    from image2mood.models.blip import Captioner
+    from image2mood.models.clap import ClapEncoder
+    from image2mood.models.clip import ImageEncoder
+    from image2mood.models.projection import ProjectionHead
+
+_CLASSES: dict[ModelKind, str] = {"clap": "image2mood.models.clap:ClapEncoder",
+                                  "clip": "image2mood.models.clip:ImageEncoder",
+                                  "blip": "image2mood.models.blip:Captioner"}
+"""Each family's class, imported only when first loaded: ``index`` needs CLAP alone, and open_clip
+and BLIP's imports cost it a second."""
 _lock = threading.Lock()
 _loaded: dict[tuple[Any, ...], Any] = {}
 
@@ -34,7 +41,9 @@ def _load(kind: ModelKind, settings: Settings) -> Any:
         if key not in _loaded:
             if settings.threads:
                 torch.set_num_threads(settings.threads)
-            _loaded[key] = _CLASSES[kind](resolve_model(kind, spec), device=settings.device, **extra)
+            module, name = _CLASSES[kind].split(":")
+            cls = getattr(importlib.import_module(module), name)
+            _loaded[key] = cls(resolve_model(kind, spec), device=settings.device, **extra)
         return _loaded[key]
 
 
@@ -61,6 +70,8 @@ def projection_head(settings: Settings) -> ProjectionHead | None:
     key = ("projection", str(path), settings.model_spec("clip") + "|" + settings.model_spec("clap"))
     with _lock:
         if key not in _loaded:
+            from image2mood.models.projection import load_projection
+
             clip = resolve_model("clip", settings.model_spec("clip"))
             clap = resolve_model("clap", settings.model_spec("clap"))
             _loaded[key] = load_projection(path, clip, clap)
@@ -74,6 +85,8 @@ def face_models(settings: Settings) -> FaceModels | None:
     key = ("faces", str(folder), settings.face_min_size)
     with _lock:
         if key not in _loaded:
+            from image2mood.faces.reader import FaceModels
+
             try:
                 _loaded[key] = FaceModels(folder, settings.face_min_size)
             except ModelNotFoundError:

@@ -7,6 +7,8 @@ downloads. The weights are random: results are meaningless, the code paths are t
 
 from __future__ import annotations
 
+import image2mood.models._torchvision  # noqa: F401  (first: lets transformers and open_clip import torchvision)
+
 import json
 from pathlib import Path
 

@@ -1,0 +1,53 @@
+"""What a CLAP model folder says about itself, read from its JSON files without importing torch.
+
+The indexer needs a model's sample rate (to decode) and what a store records (name, dimension,
+preprocessing) before the model loads, so that decoding runs while torch and transformers import.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from image2mood.errors import ModelLoadError
+from image2mood.models.resolve import ResolvedModel
+
+AUDIO_PREPROCESSING = "laion-int16/1"
+"""How windows are prepared for the model, as a store records it (see ``clap.laion_quantise``)."""
+
+DEFAULT_SAMPLE_RATE = 48_000  # transformers' ClapFeatureExtractor and ClapConfig defaults, used where a file is silent
+DEFAULT_DIM = 512
+
+
+@dataclass(frozen=True)
+class ClapFacts:
+    """A CLAP model's identity as a store records it, and the rate its audio is decoded at."""
+
+    name: str
+    dim: int
+    sample_rate: int
+    preprocessing: str = AUDIO_PREPROCESSING
+
+
+def read_clap_facts(resolved: ResolvedModel) -> ClapFacts:
+    """The facts of a resolved CLAP folder; a file that is not JSON is a ModelLoadError naming it."""
+    config = _json(resolved.folder / "config.json")
+    features = _json(resolved.folder / "preprocessor_config.json")
+    if not features:  # newer transformers keep the feature extractor's settings in processor_config.json
+        features = _json(resolved.folder / "processor_config.json").get("feature_extractor", {})
+    return ClapFacts(name=resolved.spec, dim=int(config.get("projection_dim", DEFAULT_DIM)),
+                     sample_rate=int(features.get("sampling_rate", DEFAULT_SAMPLE_RATE)))
+
+
+def _json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot read {path}: {e}; fetch the CLAP model again") from e
+    if not isinstance(value, dict):
+        raise ModelLoadError(f"{path} is not a JSON object; fetch the CLAP model again")
+    return value
