@@ -1,8 +1,9 @@
 """Index a music library: walk, skip unchanged files, decode ahead of the model, write in batches.
 
 Decoding (and hashing) of the next files runs in a worker thread while the model embeds the current
-one, and, given a :class:`PendingEncoder`, while the model loads. Songs reach the store in batches; each batch is durable when written, so an interrupted run
-loses at most the batch in hand, and a rerun finishes the job (ids are stable, so no duplicates).
+one, and, given a :class:`PendingEncoder`, while the model loads. Songs reach the store in batches;
+each batch is durable when written, so an interrupted run loses at most the batch in hand, and a
+rerun finishes the job (ids are stable, so no duplicates).
 A bad entry (not a regular file, undecodable, unnamable) is reported with its reason and skipped.
 Pruning follows :mod:`indexer.prune`.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import image2mood.models._torchvision  # noqa: F401  (first: lets transformers and open_clip import torchvision)
 
+import threading
 from collections.abc import Sequence
 from typing import Literal
 
@@ -20,7 +21,6 @@ from image2mood.vectors import l2_normalise
 
 TEXT_TOKENS = 77  # LAION-CLAP's training length for texts
 WINDOW_BATCH = 8  # windows through the audio tower at once: a long song's windows take bounded memory
-
 
 
 def laion_quantise(window: np.ndarray) -> np.ndarray:
@@ -65,6 +65,7 @@ class ClapEncoder:
         self.model.audio_model.to(self.audio_dtype)
         self.model.audio_projection.to(self.audio_dtype)
         self._text_bf16 = uses_bf16(text_precision, self.device)  # applied at the first encode_text
+        self._text_lock = threading.Lock()
 
     @property
     def sample_rate(self) -> int:
@@ -126,10 +127,11 @@ class ClapEncoder:
 
         The text tower turns bf16 here, on first use, not at load: the indexer never embeds text, and the
         conversion's copy had doubled its peak memory (0.55 GB → 1.26 GB for HTSAT-tiny + RoBERTa)."""
-        if self._text_bf16:
-            self.model.text_model.to(torch.bfloat16)
-            self.model.text_projection.to(torch.bfloat16)
-            self._text_bf16 = False
+        with self._text_lock:
+            if self._text_bf16:
+                self.model.text_model.to(torch.bfloat16)
+                self.model.text_projection.to(torch.bfloat16)
+                self._text_bf16 = False
         tokens = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt",
                                 max_length=min(TEXT_TOKENS, self.tokenizer.model_max_length))
         out = self.model.get_text_features(
