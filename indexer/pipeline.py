@@ -108,9 +108,10 @@ class PendingEncoder:
     def loaded(self) -> ClapEncoder:
         if self._encoder is None:
             encoder = self._load()
-            if encoder.sample_rate != self.facts.sample_rate:
-                raise ModelLoadError(f"CLAP model {self.facts.name} takes {encoder.sample_rate} Hz audio, but its "
-                                     f"files said {self.facts.sample_rate} Hz; fetch the model again")
+            if (encoder.sample_rate, encoder.dim) != (self.facts.sample_rate, self.facts.dim):
+                raise ModelLoadError(f"CLAP model {self.facts.name} takes {encoder.sample_rate} Hz audio and makes "
+                                     f"{encoder.dim}-d vectors, but its files said {self.facts.sample_rate} Hz and "
+                                     f"{self.facts.dim}-d; fetch the model again")
             self._encoder = encoder
         return self._encoder
 

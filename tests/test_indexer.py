@@ -313,10 +313,12 @@ def test_songs_decode_while_the_model_loads_and_a_run_without_new_songs_never_lo
     assert (again.indexed, again.unchanged, loads) == (1, GOOD, [])  # the copy took the stored vector
 
 
-def test_a_model_whose_files_misstate_its_sample_rate_is_refused(tmp_path: Path, settings: Settings) -> None:
+@pytest.mark.parametrize("misstated", [{"sample_rate": 24_000}, {"dim": 3}])
+def test_a_model_whose_files_misstate_it_is_refused(tmp_path: Path, settings: Settings,
+                                                    misstated: dict[str, int]) -> None:
     library = make_library(tmp_path / "music")
     encoder = _pending(settings, lambda: None)
-    encoder.facts = dataclasses.replace(encoder.facts, sample_rate=encoder.facts.sample_rate // 2)
+    encoder.facts = dataclasses.replace(encoder.facts, **misstated)
     with open_store(settings.store, info=store_info(encoder.facts, settings)) as s, \
             pytest.raises(ModelLoadError, match="fetch the model again"):
         Indexer(s, encoder, settings, warn=lambda line: None).run([library])
