@@ -44,30 +44,34 @@ def flushed_paths(store: Path, scratch: Path) -> set[str]:
     return set(stored_paths(scratch))
 
 
-def index_until_killed(args: list[str], env: dict[str, str], cwd: Path, rng: random.Random) -> tuple[int, list[str]]:
+def index_until_killed(args: list[str], env: dict[str, str], cwd: Path, rng: random.Random,
+                       to_store: int) -> tuple[int, list[str]]:
     """Run `image2mood index -v`; SIGKILL it at a random moment. Returns its exit status and the songs it
-    reported stored. Most kills land a random 0-1.5 s after the first song is reported; some at a random
-    moment of the start-up (store opened, model loading)."""
+    reported stored. Most kills land mid-run: 0-50 ms after a random one of the first ``to_store - 1``
+    songs is reported (whatever the machine's speed); some at a random moment of the start-up (store
+    opened, songs decoding, model loading)."""
     proc = subprocess.Popen([CLI, *args, "-v"], env=env, cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
     lines: list[str] = []
-    first = threading.Event()
+    wanted = rng.randint(1, max(1, to_store - 1))
+    reached = threading.Event()
 
     def read() -> None:
         assert proc.stdout is not None
         for raw in proc.stdout:
             if raw.endswith(b"\n"):
                 lines.append(raw.decode().rstrip("\n"))
-                first.set()
-        first.set()  # the run ended without storing anything
+                if len(lines) >= wanted:
+                    reached.set()
+        reached.set()  # the run ended first
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     if rng.random() < 0.25:
         time.sleep(rng.uniform(0.0, 4.0))
     else:
-        first.wait(timeout=240)
-        time.sleep(rng.uniform(0.0, 1.5))
+        reached.wait(timeout=240)
+        time.sleep(rng.uniform(0.0, 0.05))
     proc.send_signal(signal.SIGKILL)
     status = proc.wait(timeout=60)
     reader.join(timeout=60)
@@ -84,7 +88,7 @@ def test_twenty_kills_never_lose_a_song_reported_stored(tmp_path: Path, cli_env:
     durable: set[str] = set()  # every song the store must hold now
     killed_mid_run = 0
     for _ in range(ROUNDS):
-        status, reported = index_until_killed(args, env, tmp_path, rng)
+        status, reported = index_until_killed(args, env, tmp_path, rng, SONGS - len(durable))
         killed_mid_run += status == -signal.SIGKILL and bool(reported)
         durable |= set(reported)
         if not store.exists():
