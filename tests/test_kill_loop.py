@@ -40,7 +40,10 @@ def flushed_paths(store: Path, scratch: Path) -> set[str]:
     shutil.rmtree(scratch, ignore_errors=True)
     shutil.copytree(store, scratch)
     for entry in (scratch / SHARD_DIR / "wal").iterdir():  # Qdrant Edge's log, replayed on load
-        entry.unlink()
+        if entry.is_dir():  # a half-done atomic write the kill left behind (the store itself ignores it)
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
     return set(stored_paths(scratch))
 
 
