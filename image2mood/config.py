@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     )
     upsert_batch: int = Field(default=16, ge=1, description="Songs written to the store per batch.")
     exact_search_limit: int = Field(
-        default=20_000, ge=0,  # image2mood.store.base.EXACT_SEARCH_LIMIT
+        default=20_000, ge=0,  # why 20k: image2mood.store.base.EXACT_SEARCH_LIMIT
         description="Libraries up to this many songs compare every full vector; larger ones scan 4-bit codes, "
                     "then rescore the best candidates with their full vectors.",
     )

@@ -19,14 +19,15 @@ from typing import Any, Self
 
 import numpy as np
 
+from image2mood.config import Settings
 from image2mood.errors import StoreError, StoreMismatchError
 
 VECTOR_NAME = "audio"
 """The named vector that holds a song's CLAP audio embedding."""
 
-EXACT_SEARCH_LIMIT = 20_000
-"""Libraries up to this size are searched by comparing every full vector (about 2.5 ms at 20k songs on
-two cores). Larger ones are scanned through the 4-bit TurboQuant codes every song gets as it is written
+EXACT_SEARCH_LIMIT: int = Settings.model_fields["exact_search_limit"].default
+"""IMAGE2MOOD_EXACT_SEARCH_LIMIT's default. Libraries up to this size are searched by comparing every full
+vector (about 2.5 ms at 20k songs on two cores). Larger ones are scanned through the 4-bit TurboQuant codes every song gets as it is written
 (an eighth of the float32 bytes), and the best :data:`OVERSAMPLING` × limit are rescored with their full
 vectors: recall@10 1.000 at 100k and 1M songs on random and clustered vectors, p95 3 ms and 19 ms
 (bench/search.py). HNSW is never built: on random vectors it kept 0.10–0.34 of the true top 10 at 100k."""
