@@ -1,32 +1,21 @@
-"""The sweep's report: ``report.json`` with every number, ``report.html`` that needs nothing else to open.
-
-The HTML inlines its plots (matplotlib PNGs) and photo thumbnails as base64 ``data:`` URLs.
-"""
+"""The sweep's report: ``report.json`` with every number, and ``report.html`` (:mod:`tuning.report_html`)
+that needs nothing else to open."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import html
-import io
 import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display: render to memory
-import matplotlib.pyplot as plt  # noqa: E402
-
-from image2mood.errors import Image2MoodError  # noqa: E402
-from image2mood.images import load_photo  # noqa: E402
-from tuning import metrics  # noqa: E402
-from tuning.sweep import ConfigResult, SweepResult  # noqa: E402
+from image2mood.errors import Image2MoodError
+from tuning import metrics
+from tuning.report_html import render_html
+from tuning.sweep import ConfigResult, SweepResult
 
 FORMAT = "image2mood-tune-report/1"
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
-THUMB_SIDE = 160
 
 
 class ReportError(Image2MoodError):
@@ -154,182 +143,6 @@ def compare(a: dict, b: dict, config_a: str | None = None, config_b: str | None 
     return {"a": {"set": a["set"], "created": a["created"], "setting": side_a["name"]},
             "b": {"set": b["set"], "created": b["created"], "setting": side_b["name"]},
             "queries": len(shared), "metrics": rows}
-
-
-# ---------------------------------------------------------------- HTML
-
-
-def _png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def _metric_names(report: dict) -> list[str]:
-    return [m for m in report["configs"][0]["metrics"] if report["configs"][0]["metrics"][m]["n"]]
-
-
-def plot_metrics(report: dict) -> str:
-    """Each metric against alpha (one line per setting of the other knobs), or per setting when alpha is fixed."""
-    names = _metric_names(report)
-    columns = min(3, len(names))
-    rows = math.ceil(len(names) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
-    alphas = sorted({c["knobs"]["alpha"] for c in report["configs"]})
-    for ax, metric in zip(axes.flat, names):
-        if len(alphas) > 1:
-            groups: dict[str, list[dict]] = {}
-            for config in report["configs"]:
-                rest = " ".join(p for p in config["name"].split() if not p.startswith("alpha=")) or "all"
-                groups.setdefault(rest, []).append(config)
-            for label, members in groups.items():
-                members.sort(key=lambda c: c["knobs"]["alpha"])
-                x = [c["knobs"]["alpha"] for c in members]
-                y = [c["metrics"][metric]["mean"] for c in members]
-                low = [c["metrics"][metric]["low"] for c in members]
-                high = [c["metrics"][metric]["high"] for c in members]
-                ax.plot(x, y, marker="o", label=label)
-                ax.fill_between(x, low, high, alpha=0.2)
-            ax.set_xlabel("alpha (image-route weight)")
-            if len(groups) > 1:
-                ax.legend(fontsize=7)
-        else:
-            configs = report["configs"]
-            means = [c["metrics"][metric]["mean"] for c in configs]
-            errors = [[m - c["metrics"][metric]["low"] for m, c in zip(means, configs)],
-                      [c["metrics"][metric]["high"] - m for m, c in zip(means, configs)]]
-            ax.bar(range(len(configs)), means, yerr=errors, capsize=3)
-            ax.set_xticks(range(len(configs)), [c["name"] for c in configs], rotation=30, ha="right", fontsize=7)
-        ax.set_title(metric)
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(names):]:
-        ax.axis("off")
-    fig.suptitle("metrics with bootstrap 95 % intervals")
-    fig.tight_layout()
-    return _png(fig)
-
-
-def _thumbnail(photo: str | None) -> str | None:
-    if not photo:
-        return None
-    try:
-        image = load_photo(Path(photo), name=photo)
-    except Image2MoodError:
-        return None
-    image.thumbnail((THUMB_SIDE, THUMB_SIDE))
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def _fmt(value: float | None, spec: str = ".3f") -> str:
-    return "–" if value is None else format(value, spec)
-
-
-def _interval(value: dict) -> str:
-    if value["n"] == 0:
-        return "–"
-    return f"{value['mean']:.3f} <small>[{value['low']:.3f}, {value['high']:.3f}]</small>"
-
-
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
-table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;padding:3px 7px;font-size:13px}
-th{background:#f3f3f3}.query{display:flex;gap:16px;border-top:1px solid #ddd;padding:12px 0}
-.query img{width:160px;height:auto;border-radius:4px}.hit{background:#e3f6e3}.hit td:first-child::before{content:"✓ "}
-.note{color:#555}img.plot{max-width:100%}
-"""
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    """An HTML table; cells are already-escaped HTML."""
-    head = "".join(f"<th>{cell}</th>" for cell in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _best_section(report: dict, best: dict, names: list[str]) -> str:
-    rows = []
-    for metric in names:
-        versus = best["vs_baseline"].get(metric)
-        rows.append([html.escape(metric), _interval(best["metrics"][metric]),
-                     _interval(versus["difference"]) if versus else "–",
-                     f"<b>{html.escape(versus['verdict'])}</b>" if versus else "–"])
-    return (f"<h2>Best setting: {html.escape(best['name'])}</h2><p>by {html.escape(report['primary'])}, against "
-            f"the baseline ({html.escape(report['baseline'])}):</p>"
-            + _table(["metric", "best", "best − baseline", "verdict"], rows))
-
-
-def _settings_section(report: dict, names: list[str]) -> str:
-    rows = []
-    for config in report["configs"]:
-        h = config["health"]
-        versus = config["vs_baseline"].get(report["primary"], {}).get("verdict", "–")
-        rows.append([html.escape(config["name"]), *(_interval(config["metrics"][m]) for m in names),
-                     html.escape(versus), _fmt(h["mean_pairwise_cosine"]), _fmt(h["coverage"], ".2f"),
-                     _fmt(h["artist_concentration"], ".2f"), _fmt(h["hubness_skew"], ".2f")])
-    header = ["setting", *map(html.escape, names), f"{html.escape(report['primary'])} vs baseline",
-              "mean cosine", "coverage", "artist share", "hubness skew"]
-    return "<h2>Every setting</h2>" + _table(header, rows)
-
-
-def _health_section(report: dict, best: dict) -> str:
-    h, k = best["health"], report["k"]
-    artists = ", ".join(f"{artist} {share:.0%}" for artist, share in h["top_artists"])
-    rows = [
-        ["songs", str(h["songs"])],
-        ["mean pairwise cosine of the audio vectors (collapse above ~0.8)", _fmt(h["mean_pairwise_cosine"])],
-        ["score spread: std of a query's scores over the library", _fmt(h["score_std"], ".4f")],
-        [f"score spread: 1st result minus the one at rank {k}", _fmt(h["top_gap"], ".4f")],
-        ["largest share of one artist in a result list", _fmt(h["artist_concentration"], ".2f")],
-        ["top artists in all results", html.escape(artists) or "–"],
-        [f"coverage: share of the library in any top {k}", _fmt(h["coverage"], ".2f")],
-        [f"hubs: songs in the top {k} of half the queries or more",
-         f"{len(h['hubs'])} (skew of how often songs appear: {_fmt(h['hubness_skew'], '.2f')})"],
-    ]
-    return "<h2>Library health (best setting)</h2>" + _table(["measure", "value"], rows)
-
-
-def _query_card(query: dict) -> str:
-    e = html.escape
-    thumb = _thumbnail(query.get("photo"))
-    image = f"<img alt='{e(query['id'])}' src='{thumb}'>" if thumb else ""
-    wanted = ", ".join(query.get("labels", [])) or f"{len(query.get('relevant', []))} songs named"
-    rows = "".join(
-        f"<tr class='{'hit' if r['hit'] else ''}'><td>{i}</td><td>{e(r['title'])}</td><td>{e(r['artist'] or '?')}</td>"
-        f"<td>{r['score']:.3f}</td><td>{e(', '.join(r['moods']))}</td><td>{e(', '.join(r['labels']))}</td></tr>"
-        for i, r in enumerate(query["results"], 1))
-    return (f"<div class='query'>{image}<div><b>{e(query['id'])}</b>: {e(query.get('caption') or query.get('text'))}"
-            f"<br><span class='note'>wants: {e(wanted)}; query moods: {e(', '.join(query['moods']))}</span>"
-            f"<table><tr><th>#</th><th>title</th><th>artist</th><th>score</th><th>moods</th><th>labels</th></tr>"
-            f"{rows}</table></div></div>")
-
-
-def render_html(report: dict) -> str:
-    """The report as one self-contained HTML page."""
-    e = html.escape
-    names = _metric_names(report)
-    best = report["configs"][report["best"]["index"]]
-    cache = report["cache"]
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>image2mood tuning report</title>"
-        f"<style>{STYLE}</style></head><body><h1>Tuning report</h1>",
-        f"<p>Set <code>{e(report['set'])}</code>, {len(report['queries'])} queries, top {report['k']}, "
-        f"created {e(report['created'])}.</p>",
-        *(f"<p class='note'>{e(note)}</p>" for note in report["notes"]),
-        f"<p class='note'>query vectors: computed {e(json.dumps(cache['computed']))}, "
-        f"from the cache {e(json.dumps(cache['hits']))}</p>",
-        _best_section(report, best, names),
-        f"<h2>Metrics</h2><img class='plot' id='metric-plot' alt='metrics against alpha' src='{plot_metrics(report)}'>",
-        _settings_section(report, names),
-        _health_section(report, best),
-        f"<h2>Per query ({e(best['name'])})</h2>",
-        *map(_query_card, report["queries"]),
-        "</body></html>",
-    ]
-    return "\n".join(parts)
 
 
 def write(report: dict, out: Path) -> tuple[Path, Path]:
