@@ -1,7 +1,7 @@
 """Mood words: a small vocabulary in English and Korean, embedded as CLAP text prompts.
 
 A vector in CLAP space (a photo's query, a song's audio) is described by the moods whose prompts lie
-nearest to it. Faces are read with CLIP zero-shot prompts; an expression maps onto a mood.
+nearest to it. A face's expression maps onto a mood (:mod:`image2mood.faces` reads faces).
 """
 
 from __future__ import annotations
@@ -60,13 +60,6 @@ EXPRESSIONS: tuple[Expression, ...] = (
     Expression("fearful", "fearful", "두려운", "tense"),
     Expression("disgusted", "disgusted", "불쾌한", "dark"),
 )
-EXPRESSION_TEMPLATE = "a photo of a {} face"
-FACE_PROMPTS = ("a close-up photo of a person's face", "a portrait photo of a person")
-NOT_FACE_PROMPTS = (
-    "a photo of a landscape", "a photo of a city street", "a photo of a room", "a photo of food",
-    "a photo of an animal", "a photo of an object", "a photo of the sky", "a photo of a crowd from far away",
-)
-CLIP_LOGIT_SCALE = 100.0  # CLIP's trained temperature for zero-shot softmax
 
 
 @dataclass(frozen=True)
@@ -106,27 +99,3 @@ class MoodSpace:
         """The ``k`` moods nearest to a CLAP-space vector, best first."""
         scores = self.vectors @ np.asarray(vector, dtype=np.float32)
         return [MoodScore(self.moods[i], float(scores[i])) for i in np.argsort(-scores)[:k]]
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max())
-    return e / e.sum()
-
-
-class FaceReader:
-    """CLIP zero-shot: is there a face, and which expression does it show?"""
-
-    def __init__(self, encode_text, face_threshold: float = 0.5) -> None:
-        self.face_threshold = face_threshold
-        self.scene = encode_text([*FACE_PROMPTS, *NOT_FACE_PROMPTS])
-        self.expressions = encode_text([EXPRESSION_TEMPLATE.format(e.en) for e in EXPRESSIONS])
-
-    def read(self, image_vector: np.ndarray) -> FaceReading | None:
-        """The expression of the face in the photo, or None when CLIP sees no face."""
-        scene = _softmax(CLIP_LOGIT_SCALE * (self.scene @ image_vector))
-        face_probability = float(scene[: len(FACE_PROMPTS)].sum())
-        if face_probability < self.face_threshold:
-            return None
-        expression = _softmax(CLIP_LOGIT_SCALE * (self.expressions @ image_vector))
-        best = int(np.argmax(expression))
-        return FaceReading(EXPRESSIONS[best], float(expression[best]), face_probability)

@@ -29,7 +29,8 @@ from image2mood.models import factory
 from image2mood.models.lane import ModelLane
 from image2mood.models.projection import ProjectionHead
 from image2mood.moodmap import MapPoint, MoodMap
-from image2mood.moods import FaceReader, MoodScore, MoodSpace
+from image2mood.faces.zero_shot import FaceReader
+from image2mood.moods import MoodScore, MoodSpace
 from image2mood.photo_memo import PhotoMemo, photo_key
 from image2mood.store import open_configured_store
 from image2mood.store.base import Song, SongFilter, SongStore, canonical_id
@@ -91,8 +92,9 @@ class Recommender:
 
     @classmethod
     def open(cls, settings: Settings, lane: ModelLane | None = None) -> Recommender:
-        """A recommender over the configured store, which must have been built by the configured CLAP."""
-        store = open_configured_store(settings, store_info(factory.clap_encoder(settings), settings))
+        """A recommender over the configured store, which must have been built by the configured CLAP's
+        weights (its songs windowed any way)."""
+        store = open_configured_store(settings, store_info(factory.clap_encoder(settings), settings), access="read")
         return cls(settings, store, lane)
 
     @cached_property
@@ -123,21 +125,21 @@ class Recommender:
         _ = self.projection, self.moods, self.mood_map, self.faces, self.face_models
 
     def for_photo(self, image: Image.Image, options: Options = Options(),
-                  on_songs: Callable[[Recommendation], None] | None = None) -> Recommendation:
+                  on_songs: Callable[[Recommendation], None] | None = None, client: str = "") -> Recommendation:
         """Songs for an RGB photo: CLIP, the faces, BLIP's caption and its CLAP vector one after another on
         the model lane (:mod:`image2mood.models.lane`: side by side they slow each other), then fuse and
         search.
 
         With a projection head, ``on_songs`` gets the image route's answer (no caption yet) before BLIP
         starts: the first songs. A photo seen recently skips the models, its caption's CLAP vector
-        included (:mod:`photo_memo`).
+        included (:mod:`photo_memo`), when the same ``client`` (the service: its address) sent it.
         """
-        return self.lane.run(lambda: self._for_photo(image, options, on_songs))
+        return self.lane.run(lambda: self._for_photo(image, options, on_songs, client))
 
     def _for_photo(self, image: Image.Image, options: Options,
-                   on_songs: Callable[[Recommendation], None] | None) -> Recommendation:
+                   on_songs: Callable[[Recommendation], None] | None, client: str) -> Recommendation:
         timings: dict[str, float] = {}
-        key = photo_key(image)
+        key = photo_key(image, client)
         head, face_models = self.projection, self.face_models
         clip_vector = _timed(timings, "clip", lambda: self.memo.get(
             key, "clip", lambda: factory.image_encoder(self.settings).encode_images([image])[0]))
@@ -165,14 +167,15 @@ class Recommender:
                               alpha=alpha, note=note, faces=faces, photo_size=image.size, timings_ms=timings,
                               point=self.mood_map.place(query)[0])
 
-    def stream_photo(self, image: Image.Image, options: Options = Options()) -> Iterator[tuple[str, Recommendation]]:
+    def stream_photo(self, image: Image.Image, options: Options = Options(),
+                     client: str = "") -> Iterator[tuple[str, Recommendation]]:
         """A photo's answers as they come: ``("songs", image route)`` first when a projection head is
         configured, then ``("answer", the full answer)`` (the same as :meth:`for_photo`'s)."""
         events: queue.SimpleQueue[tuple[str, Recommendation | BaseException]] = queue.SimpleQueue()
 
         def answer() -> None:
             try:
-                events.put(("answer", self.for_photo(image, options, on_songs=lambda r: events.put(("songs", r)))))
+                events.put(("answer", self.for_photo(image, options, lambda r: events.put(("songs", r)), client)))
             except BaseException as exc:  # re-raised in the caller's thread
                 events.put(("error", exc))
 

@@ -16,7 +16,8 @@ from image2mood.config import Settings
 from image2mood.faces.reader import Face, mood_weights
 from image2mood.library import store_info
 from image2mood.models.factory import clap_encoder, image_encoder
-from image2mood.moods import EXPRESSIONS, FaceReader, MoodSpace
+from image2mood.faces.zero_shot import FaceReader
+from image2mood.moods import EXPRESSIONS, MoodSpace
 from image2mood.recommend import Options, Recommendation, Recommender
 from image2mood.store import open_store
 from service.openapi import openapi_document

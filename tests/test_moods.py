@@ -10,7 +10,8 @@ from PIL import Image
 from image2mood.config import Settings
 from image2mood.library import store_info
 from image2mood.models.factory import clap_encoder
-from image2mood.moods import EXPRESSIONS, FACE_PROMPTS, MOODS, NOT_FACE_PROMPTS, FaceReader, FaceReading, MoodSpace
+from image2mood.faces.zero_shot import FACE_PROMPTS, NOT_FACE_PROMPTS, FaceReader
+from image2mood.moods import EXPRESSIONS, MOODS, FaceReading, MoodSpace
 from image2mood.recommend import Options, Recommender
 from image2mood.store import open_store
 

@@ -25,9 +25,9 @@ from image2mood.config import ModelKind, Settings
 from image2mood.faces.reader import Face, FaceModels, mood_weights
 from image2mood.images import load_configured_photo
 from image2mood.models import factory
-from image2mood.models.projection import model_fingerprint
+from image2mood.models.fingerprint import model_fingerprint
 from image2mood.models.resolve import resolve_model
-from image2mood.moods import FaceReader
+from image2mood.faces.zero_shot import FaceReader
 
 
 @dataclass(frozen=True)
