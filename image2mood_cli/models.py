@@ -1,5 +1,5 @@
-"""`image2mood models ...`: check, write a tiny set, download real models, fetch the face models, convert
-LAION-CLAP checkpoints."""
+"""`image2mood models ...`: check, write a tiny set, download real models, train the projection head, fetch
+the face models, convert LAION-CLAP checkpoints."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from pathlib import Path
 
 import click
 
-from image2mood.config import DEFAULT_MODELS, Settings
+from image2mood.config import DEFAULT_MODELS, PROJECTION_FILE, Settings
 from image2mood.errors import ModelNotFoundError
+
+NO_HEAD = "none: caption route only"
+HEAD_FIX = "`image2mood models head` trains one on the shipped caption corpus (minutes on a CPU)"
 
 
 @click.group()
@@ -49,8 +52,8 @@ def _check_projection(settings: Settings) -> list[str]:
 
     path = settings.projection_path()
     if path is None:
-        click.echo(f"{'head':5} none     photos are matched by their caption alone; train a projection head "
-                   "with `image2mood train projection` to turn the image route on")
+        click.echo(f"{'head':5} {NO_HEAD}: photos are matched by their caption alone; {HEAD_FIX} and turns "
+                   "the fused image + caption route on")
         return []
     try:
         head = projection_head(settings)
@@ -58,7 +61,7 @@ def _check_projection(settings: Settings) -> list[str]:
         click.echo(f"{'head':5} unusable {exc}")
         return ["train a head for these models, or set IMAGE2MOOD_PROJECTION=none"]
     assert head is not None
-    click.echo(f"{'head':5} ok       {path.name} ({head.config.in_dim} → {head.config.out_dim}): photos take the "
+    click.echo(f"{'head':5} ok       {path} ({head.config.in_dim} → {head.config.out_dim}): photos take the "
                "fused image + caption route")
     return []
 
@@ -99,7 +102,77 @@ def download(settings: Settings, target: Path) -> None:
             spec = DEFAULT_MODELS[kind]
         click.echo(f"downloading {spec} ...")
         download_model(kind, spec, target / kind)
+    _ensure_head(settings, target)
     click.echo(f"done; use them with IMAGE2MOOD_MODELS={target.resolve()}")
+
+
+def _ensure_head(settings: Settings, target: Path) -> None:
+    """The last step of `models download`: the model set TARGET gets a head for its own CLIP and CLAP, unless
+    the one there already fits them."""
+    from image2mood.errors import ModelLoadError
+    from image2mood.models.projection import load_projection
+    from image2mood.models.resolve import resolve_model
+
+    folder = target.resolve()
+    own_models = {f"{kind}_model": str(folder / kind) for kind in DEFAULT_MODELS}
+    at_target = settings.model_copy(update={"models": folder, **own_models})
+    out = folder / PROJECTION_FILE
+    if out.is_file():
+        try:
+            load_projection(out, *(resolve_model(k, at_target.model_spec(k)) for k in ("clip", "clap")))
+            click.echo(f"keeping the projection head {out} (it fits these models)")
+            return
+        except ModelLoadError as exc:
+            click.echo(f"retraining the projection head: {exc}")
+    click.echo("training the projection head on the shipped caption corpus (minutes on a CPU) ...")
+    _train_head(at_target, out)
+
+
+def _head_target(settings: Settings) -> Path:
+    """Where the settings look for the head: IMAGE2MOOD_PROJECTION when it names a file, else the model set's."""
+    if "projection" in settings.model_fields_set:
+        path = settings.projection_path()
+        if path is None:
+            raise click.UsageError("IMAGE2MOOD_PROJECTION=none turns the head off: unset it to train the model "
+                                   "set's head, or give --out")
+        return path
+    if settings.models is None:
+        raise click.UsageError("no model set (IMAGE2MOOD_MODELS) to keep the head in: give --out FILE, then use it "
+                               "with IMAGE2MOOD_PROJECTION=FILE")
+    return settings.models.expanduser().resolve() / PROJECTION_FILE
+
+
+def _train_head(settings: Settings, out: Path, epochs: int | None = None, limit: int | None = None) -> None:
+    """`image2mood train projection --mode text-bridge --out OUT` for ``settings``' models: CLIP text → CLAP text
+    on the shipped caption corpus (no images), with the trainer's own defaults for what is not given."""
+    from training.cli import projection
+
+    given = {name: value for name, value in (("epochs", epochs), ("limit", limit)) if value is not None}
+    with click.Context(projection, parent=click.get_current_context(), obj=settings) as context:
+        context.invoke(projection, out=out, mode="text-bridge", **given)
+
+
+@models.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Checkpoint to write (default: where image2mood looks, IMAGE2MOOD_PROJECTION, else the model "
+                   "set's projection.pt).")
+@click.option("--epochs", default=None, type=click.IntRange(1),
+              help="Passes over the corpus (default: as `train projection`).")
+@click.option("--limit", default=None, type=click.IntRange(2),
+              help="Train on the corpus's first N captions only (a quick trial).")
+@click.pass_obj
+def head(settings: Settings, out: Path | None, epochs: int | None, limit: int | None) -> None:
+    """Train the projection head for the configured CLIP and CLAP on the shipped caption corpus, so photos take
+    the fused image + caption route (minutes on a CPU; no images, no download).
+
+    This is `image2mood train projection --mode text-bridge` written where image2mood looks for the head;
+    `models download` ends with it.
+    """
+    target = out or _head_target(settings)
+    _train_head(settings, target, epochs, limit)
+    looked_at = settings.projection_path()
+    if looked_at is not None and looked_at.resolve() == target.resolve():
+        click.echo("image2mood finds it there without that setting: photos now take the fused image + caption route")
 
 
 @models.command()
