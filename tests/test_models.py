@@ -182,9 +182,10 @@ def test_torch_log_mel_matches_clap_feature_extractor(settings: Settings, sample
     assert np.abs(ours - reference).max() < 1e-2  # dB
 
 
-def test_models_check_shows_the_projection_head(tmp_path: Path, cli_env: dict[str, str]) -> None:
+def test_models_check_shows_the_projection_head(tmp_path: Path, tiny_models: Path, cli_env: dict[str, str]) -> None:
     ready = run_cli(["models", "check"], cli_env, tmp_path)
-    assert ready.returncode == 0 and "head  ok       projection.pt" in ready.stdout, ready.stdout + ready.stderr
+    head_line = f"head  ok       {tiny_models / 'projection.pt'}"
+    assert ready.returncode == 0 and head_line in ready.stdout, ready.stdout + ready.stderr
     broken = tmp_path / "head.pt"
     broken.write_bytes(b"not a checkpoint")
     unusable = run_cli(["models", "check"], {**cli_env, "IMAGE2MOOD_PROJECTION": str(broken)}, tmp_path)
