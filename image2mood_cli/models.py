@@ -51,6 +51,9 @@ def _check_projection(settings: Settings) -> list[str]:
     from image2mood.models.factory import projection_head
 
     path = settings.projection_path()
+    if path is None and "projection" in settings.model_fields_set:
+        click.echo(f"{'head':5} off (IMAGE2MOOD_PROJECTION=none): photos are matched by their caption alone")
+        return []
     if path is None:
         click.echo(f"{'head':5} {NO_HEAD}: photos are matched by their caption alone; {HEAD_FIX} and turns "
                    "the fused image + caption route on")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up image2mood in ./.venv: system packages (ffmpeg), CPU torch pinned, the project itself.
+# Set up image2mood in ./.venv: system packages (ffmpeg), torch pinned (the CPU build without an NVIDIA GPU),
+# the project itself, the models (real ones when found, else tiny random ones) and the face models.
 #   bash scripts/setup.sh          # the product
 #   bash scripts/setup.sh --test   # plus the test tools (pytest, Chromium and its driver)
 set -euo pipefail
@@ -7,9 +8,12 @@ cd "$(dirname "$0")/.."
 
 want_test=0
 [[ "${1:-}" == "--test" ]] && want_test=1
+python="${PYTHON:-python3}"
 
 apt_packages=(ffmpeg)
 (( want_test )) && apt_packages+=(chromium chromium-driver fonts-nanum)
+# Stock Debian and Ubuntu split venv's pip bootstrap (ensurepip) into python3-venv.
+[[ -x .venv/bin/python ]] || "$python" -c "import ensurepip, venv" 2>/dev/null || apt_packages+=(python3-venv)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -22,20 +26,27 @@ if (( ${#missing[@]} )); then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python="${PYTHON:-python3}"
 if [[ ! -x .venv/bin/python ]]; then
   echo "==> creating .venv with $($python --version)"
   "$python" -m venv .venv
 fi
 pip=(.venv/bin/python -m pip install -qq --disable-pip-version-check -c constraints.txt)
-echo "==> installing torch (CPU) and image2mood into .venv"
 "${pip[@]}" --upgrade pip
-"${pip[@]}" torch==2.13.0
+bash scripts/install-torch.sh .venv/bin/python
+echo "==> installing image2mood into .venv"
 extras=""
 (( want_test )) && extras="[test]"
 "${pip[@]}" -e ".${extras}"
 echo "==> checking models"
-if ! .venv/bin/image2mood models check --download; then
+if check=$(.venv/bin/image2mood models check --download); then
+  echo "$check"
+  if grep -q "none: caption route only" <<<"$check"; then
+    # Real weights without a projection head: photos would be matched by their caption alone.
+    echo "==> training the projection head on the shipped caption corpus (minutes on a CPU)"
+    .venv/bin/image2mood models head || echo "==> could not train the projection head: photos use the caption route"
+  fi
+else
+  echo "$check"
   if [[ -z "${IMAGE2MOOD_MODELS:-}" ]] && ! grep -qs '^IMAGE2MOOD_MODELS=' .env; then
     # No real weights here (no registry ships them): make every command runnable now with tiny
     # random models, and say so loudly. Real models replace them as the README explains.
