@@ -7,6 +7,7 @@ import http.client
 import io
 import json
 import os
+import threading
 import uuid
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from image2mood.config import Settings
 from image2mood.library import song_id, store_info
 from image2mood.models.blip import Captioner
 from image2mood.models.clap import ClapEncoder
+from image2mood.models import factory
 from image2mood.models.factory import clap_encoder
 from image2mood.models.precision import cpu_has_fast_bf16
 from image2mood.models.resolve import resolve_model
@@ -62,9 +64,26 @@ def _form(photo: bytes) -> dict:
 # ------------------------------------------------------------------ first songs, streamed
 
 
+class GatedCaptioner:
+    """The real captioner, made to wait until the test lets it caption: songs that reach the client while it
+    waits were provably found before the caption was made. It never waits its way into a pass: after
+    ``timeout`` seconds it fails the answer."""
+
+    def __init__(self, real: Captioner, timeout: float = 60) -> None:
+        self.real, self.timeout, self.gate, self.calls = real, timeout, threading.Event(), 0
+
+    def caption(self, images: list[Image.Image]) -> list[str]:
+        self.calls += 1
+        if not self.gate.wait(self.timeout):
+            raise AssertionError("the caption was asked for before the client had read the first songs")
+        return self.real.caption(images)
+
+
 def test_stream_sends_the_image_routes_songs_before_the_caption_then_the_plain_answer(
-        library: Settings, tmp_path: Path) -> None:
+        library: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     photo = write_photo(tmp_path / "p.jpg", color=(30, 140, 220)).read_bytes()
+    gated = GatedCaptioner(factory.captioner(library), timeout=20)
+    monkeypatch.setattr(factory, "captioner", lambda settings: gated)
     app = create_app(library)
     try:
         client = app.test_client()
@@ -72,15 +91,16 @@ def test_stream_sends_the_image_routes_songs_before_the_caption_then_the_plain_a
                                buffered=False)
         assert streamed.status_code == 200 and streamed.mimetype == "application/x-ndjson"
         chunks = iter(streamed.response)
-        first = json.loads(next(chunks))  # read before the rest is asked for
+        first = json.loads(next(chunks))  # arrives while the captioner is still held back
+        assert first["event"] == "songs", first
+        gated.gate.set()
         rest = [json.loads(line) for chunk in chunks for line in chunk.decode().splitlines() if line]
         plain = client.post("/api/recommend", data=_form(photo), content_type="multipart/form-data").get_json()
     finally:
         app.extensions["image2mood"].store.close()
 
-    assert first["event"] == "songs" and first["route"] == "image" and first["songs"]
-    assert "caption" not in first
-    assert [event["event"] for event in rest] == ["answer"]
+    assert first["route"] == "image" and first["songs"] and "caption" not in first
+    assert [event["event"] for event in rest] == ["answer"] and gated.calls >= 1
     answer = rest[0]
     assert answer["caption"] and answer["route"] == "fused"
     del answer["event"]
