@@ -19,7 +19,9 @@ from image2mood.errors import StoreError, StoreLockedError
 from image2mood.store import Song, SongStore, open_configured_store, windowing_label
 from image2mood.store.base import check_info
 from cli_options import store_option, with_store
+from indexer.options import WindowCount
 from indexer.prune import prune_candidates, prune_roots
+from indexer.ray_cli import IndexGroup, ray_index
 
 if TYPE_CHECKING:
     from image2mood.models.clap import ClapEncoder
@@ -40,16 +42,6 @@ class PathOrServer(click.ParamType):
         return SUBSONIC if value == SUBSONIC else self._path.convert(value, param, ctx)
 
 
-class WindowCount(click.ParamType):
-    """1 to 64 windows per song, or ``all`` (stored as 0: every window)."""
-
-    name = "1-64|all"
-    _count = click.IntRange(1, 64)
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        return 0 if str(value).lower() == "all" else self._count.convert(value, param, ctx)
-
-
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=PathOrServer())
 @store_option
@@ -64,7 +56,8 @@ class WindowCount(click.ParamType):
 def index(settings: Settings, paths: tuple[Path | str, ...], store: str | None, prune: bool, dry_run: bool,
           windows: int | None, verbose: bool) -> None:
     """Add the music files in PATHS (files or folders) to the store; `index subsonic` adds the songs of the
-    music server IMAGE2MOOD_SUBSONIC_URL and removes those it no longer lists."""
+    music server IMAGE2MOOD_SUBSONIC_URL and removes those it no longer lists; `index ray SOURCE...` indexes
+    a catalogue on a Ray cluster (see `image2mood index ray --help`)."""
     if dry_run and not prune:
         raise click.UsageError("--dry-run goes with --prune: it lists what --prune would remove")
     settings = with_store(settings, store)
@@ -227,4 +220,4 @@ def _draw_map(settings: Settings, song_store: SongStore, path: Path) -> None:
     click.echo(f"mood map of {len(listed)} songs written to {path}", err=True)
 
 
-commands = [index, songs]
+commands = [IndexGroup(index, commands=[ray_index]), songs]
