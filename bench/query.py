@@ -36,7 +36,7 @@ from image2mood.models import factory
 from image2mood.models.blip import Captioner
 from image2mood.models.lane import ModelLane
 from image2mood.models.resolve import resolve_model
-from image2mood.recommend import project
+from image2mood.query import project
 from image2mood.store import open_store
 from image2mood.store.base import Song
 from service.app import create_app

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
-import torch
 from PIL import Image
 
 from image2mood.config import Settings
@@ -27,40 +26,20 @@ from image2mood.faces.reader import Face, FaceModels, mood_weights
 from image2mood.library import store_info
 from image2mood.models import factory
 from image2mood.models.lane import ModelLane
+from image2mood.faces.zero_shot import FaceReader
 from image2mood.models.projection import ProjectionHead
 from image2mood.moodmap import MapPoint, MoodMap
-from image2mood.faces.zero_shot import FaceReader
 from image2mood.moods import MoodScore, MoodSpace
 from image2mood.photo_memo import PhotoMemo, photo_key
+from image2mood.query import face_pull, fuse, project
+from image2mood.ranking import Options, RankedSong, rank
 from image2mood.store import open_configured_store
-from image2mood.store.base import Song, SongFilter, SongStore, canonical_id
-from image2mood.vectors import l2_normalise
+from image2mood.store.base import Song, SongStore, canonical_id
 
-FACE_WEIGHT = 0.5  # how far a clear facial expression pulls the query towards its mood
-CANDIDATES_PER_RESULT = 4  # candidates fetched per wanted song when diversity reorders them
 
 
 class UnknownSongError(Image2MoodError):
     """A song id that is not in the store."""
-
-
-@dataclass(frozen=True)
-class Options:
-    """What a caller may set per query."""
-
-    top: int = 10
-    alpha: float | None = None  # None: the configured alpha
-    song_filter: SongFilter = field(default_factory=SongFilter)
-    max_per_artist: int | None = None
-    mmr: float | None = None  # MMR lambda in [0, 1]: 1 = relevance only, lower = more diverse
-
-
-@dataclass(frozen=True)
-class RankedSong:
-    song: Song
-    score: float
-    moods: list[MoodScore]
-    point: MapPoint | None = None  # the song on the mood map
 
 
 @dataclass
@@ -230,45 +209,8 @@ class Recommender:
         return self.store.get(valid, with_vectors=with_vectors)
 
     def rank(self, query: np.ndarray, options: Options) -> list[RankedSong]:
-        """The songs nearest to a query vector, reordered for diversity when ``options`` ask."""
-        diverse = options.max_per_artist is not None or options.mmr is not None
-        limit = options.top * CANDIDATES_PER_RESULT if diverse else options.top
-        hits = self.store.search(query, limit=limit, song_filter=options.song_filter, with_vectors=True)
-        ranked = [(hit.song, hit.score) for hit in hits]
-        if options.mmr is not None:
-            ranked = _mmr(ranked, options.mmr, len(ranked))
-        if options.max_per_artist is not None:
-            ranked = _cap_per_artist(ranked, options.max_per_artist)
-        ranked = ranked[: options.top]
-        points = self.mood_map.place(np.stack([song.vector for song, _ in ranked])) if ranked else []
-        return [RankedSong(song, score, self.moods.top(song.vector), point)
-                for (song, score), point in zip(ranked, points, strict=True)]
-
-
-def project(head: ProjectionHead, clip_vector: np.ndarray) -> np.ndarray:
-    """A photo's image route: its CLIP vector mapped into CLAP space by the projection head."""
-    with torch.inference_mode():
-        return head(torch.from_numpy(clip_vector)[None]).numpy()[0]
-
-
-def fuse(text_route: np.ndarray, image_route: np.ndarray | None,
-         alpha: float) -> tuple[np.ndarray, str, float, str | None]:
-    """A photo's query from its two routes: (vector, route, the alpha used, a note for the person).
-
-    ``alpha`` weighs the image route; without one (no projection head) the caption route alone serves.
-    """
-    if image_route is None:
-        return text_route, "caption", 0.0, "no projection checkpoint is configured: the caption alone chose the songs"
-    route = "caption" if alpha == 0 else "image" if alpha == 1 else "fused"
-    return l2_normalise(alpha * image_route + (1 - alpha) * text_route), route, alpha, None
-
-
-def face_pull(query: np.ndarray, mood_weights: dict[str, float], moods: MoodSpace,
-              weight: float = FACE_WEIGHT) -> np.ndarray:
-    """The query pulled towards the moods faces show (mood key → how strongly), scaled by ``weight``."""
-    if not mood_weights:
-        return query
-    return l2_normalise(query + weight * sum(w * moods.vector(mood) for mood, w in mood_weights.items()))
+        """The stored songs nearest to a query vector (see :func:`image2mood.ranking.rank`)."""
+        return rank(self.store, query, options, self.moods, self.mood_map)
 
 
 def _timed(timings: dict[str, float], name: str, work):
@@ -276,35 +218,3 @@ def _timed(timings: dict[str, float], name: str, work):
     result = work()
     timings[name] = round((time.perf_counter() - started) * 1000, 1)
     return result
-
-
-def _cap_per_artist(ranked: list[tuple[Song, float]], cap: int) -> list[tuple[Song, float]]:
-    """Keep the order, but no more than ``cap`` songs of one artist (unknown artists are not capped)."""
-    seen: dict[str, int] = {}
-    kept = []
-    for song, score in ranked:
-        if song.artist is not None:
-            seen[song.artist] = seen.get(song.artist, 0) + 1
-            if seen[song.artist] > cap:
-                continue
-        kept.append((song, score))
-    return kept
-
-
-def _mmr(ranked: list[tuple[Song, float]], lam: float, k: int) -> list[tuple[Song, float]]:
-    """Maximal marginal relevance: trade relevance for distance from the songs already chosen."""
-    if not ranked:
-        return ranked
-    vectors = np.stack([song.vector for song, _ in ranked])
-    relevance = np.array([score for _, score in ranked])
-    chosen: list[int] = []
-    left = list(range(len(ranked)))
-    while left and len(chosen) < k:
-        if chosen:
-            redundancy = (vectors[left] @ vectors[chosen].T).max(axis=1)
-        else:
-            redundancy = np.zeros(len(left))
-        best = left[int(np.argmax(lam * relevance[left] - (1 - lam) * redundancy))]
-        chosen.append(best)
-        left.remove(best)
-    return [ranked[i] for i in chosen]

@@ -30,7 +30,8 @@ from media import write_tone
 from test_web import ARTIFACTS, screenshot
 from tuning.cache import QueryCache
 from tuning.evalset import load_set
-from tuning.sweep import Knobs, SongVectors, Sweep, query_vector, query_vectors
+from tuning.knobs import Knobs, SongVectors
+from tuning.sweep import Sweep, query_vector, query_vectors
 
 PHOTOS, TEXTS = 8, 4
 PER_QUERY = 3  # relevant songs per query

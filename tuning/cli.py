@@ -103,8 +103,9 @@ def run(settings: Settings, eval_set: Path, out: Path, store: str | None, alpha,
     from tuning import report
     from tuning.cache import QueryCache
     from tuning.evalset import load_set, load_song_labels
-    from image2mood.recommend import FACE_WEIGHT
-    from tuning.sweep import Sweep, SweepSpec, SongVectors, templates, vocabulary
+    from image2mood.query import FACE_WEIGHT
+    from tuning.knobs import SongVectors, SweepSpec, templates, vocabulary
+    from tuning.sweep import Sweep
 
     settings = with_store(settings, store)
     queries = load_set(eval_set)

@@ -10,7 +10,6 @@ configured store is never written to.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,95 +24,20 @@ from image2mood.models import factory
 from image2mood.models.clap import ClapEncoder
 from image2mood.models.projection import ProjectionHead, load_projection
 from image2mood.models.resolve import resolve_model
-from image2mood.moods import MOOD_TEMPLATES, MOODS, Mood, MoodSpace
-from image2mood.recommend import FACE_WEIGHT, Options, RankedSong, Recommender, face_pull, fuse, project
+from image2mood.moods import MOODS, Mood, MoodSpace
+from image2mood.paths import local_path
+from image2mood.query import face_pull, fuse, project
+from image2mood.ranking import Options, RankedSong, rank
 from image2mood.store import open_configured_store, open_store
 from image2mood.store.base import Song, SongStore
 from tuning import metrics
 from tuning.cache import QueryCache
 from tuning.evalset import Query, labels_from_tags
+from tuning.knobs import Knobs, SongVectors, SweepSpec
 
 POOLINGS = ("mean", "max")
 MOOD_K = 3  # moods shown per query, as the product shows them
 Say = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class SongVectors:
-    """How the songs' vectors are made: the configured store's way, or a variant to re-embed."""
-
-    windows: int
-    seconds: float
-    pooling: str = "mean"
-
-    @property
-    def label(self) -> str:
-        return f"{self.windows}x{self.seconds:g}s-{self.pooling}"
-
-
-@dataclass(frozen=True)
-class Knobs:
-    """One setting of every knob."""
-
-    alpha: float
-    projection: Path | None
-    templates: tuple[str, ...]
-    vocabulary: tuple[Mood, ...]
-    max_per_artist: int | None
-    mmr: float | None
-    face_weight: float
-    songs: SongVectors
-
-    def to_json(self) -> dict[str, object]:
-        return {"alpha": self.alpha, "projection": str(self.projection) if self.projection else None,
-                "templates": list(self.templates), "vocabulary": [m.key for m in self.vocabulary],
-                "max_per_artist": self.max_per_artist, "mmr": self.mmr, "face_weight": self.face_weight,
-                "windows": self.songs.windows, "window_seconds": self.songs.seconds, "pooling": self.songs.pooling}
-
-
-@dataclass
-class SweepSpec:
-    """The values to try for each knob; the first value of each is the configured one where it is listed."""
-
-    alphas: list[float]
-    projections: list[Path | None]
-    templates: list[tuple[str, ...]] = field(default_factory=lambda: [MOOD_TEMPLATES])
-    vocabularies: list[tuple[Mood, ...]] = field(default_factory=lambda: [MOODS])
-    max_per_artist: list[int | None] = field(default_factory=lambda: [None])
-    mmr: list[float | None] = field(default_factory=lambda: [None])
-    face_weights: list[float] = field(default_factory=lambda: [FACE_WEIGHT])
-    song_vectors: list[SongVectors] = field(default_factory=list)  # empty: the configured store only
-    k: int = 10
-
-    def baseline(self, settings: Settings) -> Knobs:
-        """The knobs as the configuration sets them: what every other setting is compared with."""
-        return Knobs(settings.alpha, settings.projection_path(), MOOD_TEMPLATES, MOODS, None, None, FACE_WEIGHT,
-                     SongVectors(settings.windows_per_song, settings.window_seconds))
-
-    def grid(self, configured: SongVectors) -> list[Knobs]:
-        songs = self.song_vectors or [configured]
-        return [Knobs(*values) for values in itertools.product(
-            self.alphas, self.projections, self.templates, self.vocabularies, self.max_per_artist, self.mmr,
-            self.face_weights, songs)]
-
-
-def vocabulary(words: str) -> tuple[Mood, ...]:
-    """A vocabulary from comma-separated English mood words (known ones keep their Korean)."""
-    known = {m.key: m for m in MOODS}
-    chosen = tuple(known.get(w, Mood(w, w, w)) for w in (w.strip().lower() for w in words.split(",")) if w)
-    if len(chosen) < 2:
-        raise Image2MoodError(f"a vocabulary needs at least two mood words separated by commas, got {words!r}")
-    return chosen
-
-
-def templates(spec: str) -> tuple[str, ...]:
-    """Prompt templates separated by ';', each with one '{}' for the mood word."""
-    chosen = tuple(t.strip() for t in spec.split(";") if t.strip())
-    bad = [t for t in chosen if t.count("{}") != 1]
-    if not chosen or bad:
-        raise Image2MoodError(f"prompt templates are separated by ';' and hold one '{{}}' each "
-                              f"(e.g. \"{{}} music;a {{}} song\"), got {spec!r}")
-    return chosen
 
 
 @dataclass
@@ -199,7 +123,7 @@ def reembed(songs: Sequence[Song], variant: SongVectors, settings: Settings, enc
     pending: list[Song] = []
     for song in tqdm(todo, unit="song", desc=variant.label, dynamic_ncols=True, mininterval=0.5):
         try:
-            prepared = prepare(file_facts(Path(song.path)), variant_settings, encoder.sample_rate)
+            prepared = prepare(file_facts(local_path(song.path)), variant_settings, encoder.sample_rate)
         except (Image2MoodError, OSError) as exc:
             say(f"skipped {song.path}: {exc}")
             continue
@@ -318,9 +242,8 @@ class Sweep:
 
     def _evaluate(self, knobs: Knobs, vectors: list[QueryVectors], store: SongStore, library: list[Song],
                   song_labels: dict[str, frozenset[str]], mood_words: frozenset[str], k: int) -> ConfigResult:
-        recommender = Recommender(self.settings, store)
-        recommender.moods = self.space(knobs.vocabulary, knobs.templates)
-        pull_space = self.space(MOODS, knobs.templates)
+        vocabulary = self.space(knobs.vocabulary, knobs.templates)  # the mood words the answers show
+        pull_space = self.space(MOODS, knobs.templates)  # the moods faces pull towards: always all of them
         options = Options(top=2 * k, max_per_artist=knobs.max_per_artist, mmr=knobs.mmr)  # 2k: ties past k
         head = self.head(knobs.projection)
         song_ids = {s.id for s in library}
@@ -328,8 +251,8 @@ class Sweep:
         rankings, moods, query_matrix = [], [], []
         for qv in vectors:
             query = query_vector(qv, knobs, head, pull_space)
-            ranked = recommender.rank(query, options)
-            query_moods = [m.mood.key for m in recommender.moods.top(query, MOOD_K)]
+            ranked = rank(store, query, options, vocabulary)
+            query_moods = [m.mood.key for m in vocabulary.top(query, MOOD_K)]
             relevant = _relevance(qv.query, song_ids, song_labels)
             scored = score_query(ranked, relevant, qv.query.labels, song_labels, query_moods, mood_words, k)
             for name, value in scored.items():
