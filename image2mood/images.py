@@ -3,10 +3,12 @@
 Only the formats in :data:`SUPPORTED` are tried (no Ghostscript-backed EPS and the like). Two checks
 run on the header, before any pixel is decoded: the pixel count, and the memory the decode will take.
 JPEGs are decoded at 1/2, 1/4 or 1/8 scale when that still covers :data:`MODEL_SIDE` (a HEIC uses its
-embedded thumbnail when that is big enough), so a 200-MP phone photo costs a few MB. Other photos can
-only be decoded whole, so they must fit the decode budget; decodes running at once share that budget,
-so concurrent uploads wait instead of adding up. The decoded pixels are then converted and shrunk strip
-by strip, so no second full-size copy is made.
+embedded thumbnail when that is big enough), so a 200-MP phone photo costs a few MB; a progressive JPEG
+also keeps all its coefficients at full size, and its scans are bounded (see :mod:`image2mood.jpeg_cost`).
+Other photos can only be decoded whole, so they must fit the decode budget; decodes running at once
+share that budget, so concurrent uploads wait instead of adding up. A decode that takes more than
+:data:`MAX_DECODE_CPU_S` of CPU is stopped. The decoded pixels are then converted and shrunk strip by
+strip, so no second full-size copy is made.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import ctypes
 import io
 import math
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +26,7 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, TiffImagePlugin, Unidentif
 
 from image2mood.config import Settings
 from image2mood.errors import ImageError
+from image2mood.jpeg_cost import check_scans
 
 try:
     import pillow_heif
@@ -35,8 +39,11 @@ else:
 SUPPORTED = "JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF (when pillow-heif is installed)"
 MODEL_SIDE = 1024  # photos are shrunk so their longer side is at most this before the models see them
 MB = 1 << 20
+MAX_DECODE_CPU_S = 5.0
+"""CPU seconds one decode in C may take (the largest photos the limits admit take about 1 s here)."""
 
 _FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # Pillow plugin ids; MPO comes in via JPEG
+_JPEG_START = b"\xff\xd8\xff"  # what Pillow opens as JPEG (or MPO)
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"})
 # What Pillow (and pillow-heif) raise on truncated or corrupt data once the header has been read.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, RuntimeError)
@@ -95,13 +102,14 @@ def load_configured_photo(data: bytes | Path, name: str, settings: Settings) -> 
 
 
 def load_photo(
-    data: bytes | Path, *, name: str = "photo", max_pixels: int = 210_000_000, max_decode_mb: int = 280
+    data: bytes | Path, *, name: str = "photo", max_pixels: int = 210_000_000, max_decode_mb: int = 280,
+    max_decode_s: float = MAX_DECODE_CPU_S,
 ) -> Image.Image:
     """Decode a photo to RGB, EXIF orientation applied, longer side at most :data:`MODEL_SIDE`.
 
     ``name`` is used in error messages. Anything unusable (empty, not an image, truncated, over
-    ``max_pixels``, or needing more than ``max_decode_mb`` MB to decode) raises :class:`ImageError`.
-    The result holds no file handle.
+    ``max_pixels``, a JPEG over the scan limits, needing more than ``max_decode_mb`` MB or more than
+    ``max_decode_s`` seconds of CPU to decode) raises :class:`ImageError`. The result holds no file handle.
     """
     if isinstance(data, Path):
         try:
@@ -110,33 +118,67 @@ def load_photo(
             raise ImageError(f"cannot read {name}: {e.strerror or e}") from e
     if not data:
         raise ImageError(f"{name} is empty (0 bytes); choose a photo file")
-    with _open(data, name, max_pixels) as im:
+    layout = check_scans(data, name) if data.startswith(_JPEG_START) else None
+    coefficients = layout.coefficient_bytes if layout else 0  # libjpeg's buffer of every coefficient, if any
+    source = _TimedBytes(data)
+    with _open(source, name, max_pixels) as im:
         try:
+            size, mode = im.size, im.mode  # before draft() shrinks them
             im.draft(None, _fit(im.size))  # JPEG: DCT-scaled decode; HEIF: a big-enough thumbnail; others: no-op
-            cost = decode_cost(im)
+            cost = decode_cost(im) + coefficients
             if cost > max_decode_mb * MB:
+                kind, fix = ((layout.kind, "re-save it as a baseline (non-progressive) JPEG") if layout and coefficients
+                             else (im.format, "save it as JPEG (decoded at reduced scale)"))
                 raise ImageError(
-                    f"{name} is a {im.width}×{im.height} {im.mode} {im.format} ({_mp(im.width * im.height)}), "
+                    f"{name} is a {size[0]}×{size[1]} {mode} {kind} ({_mp(size[0] * size[1])}), "
                     f"which takes about {math.ceil(cost / MB)} MB to decode; the limit is {max_decode_mb} MB "
-                    "(IMAGE2MOOD_MAX_DECODE_MB): save it as JPEG (decoded at reduced scale), shrink it, "
-                    "or raise the limit"
+                    f"(IMAGE2MOOD_MAX_DECODE_MB): {fix}, shrink it, or raise the limit"
                 )
             with _DECODE_MEMORY.reserve(cost, max_decode_mb * MB):
                 try:
+                    if not _python_decoded(im):
+                        source.stop_after(max_decode_s)
                     im.load()  # a TIFF applies its own orientation here
                     orientation = _orientation(im)
                     out = _to_rgb(im)
                 finally:
                     im.close()  # the decoded pixels are freed before the next decode may start
+                    source.close()  # and the photo's bytes (the timed read refers back to them)
             out.getexif()[ExifTags.Base.Orientation] = orientation
             ImageOps.exif_transpose(out, in_place=True)
             return out
+        except _OutOfTime as e:
+            raise ImageError(
+                f"{name} took more than {max_decode_s:g} s of CPU to decode and was stopped; "
+                "shrink the photo or re-save it as a baseline JPEG"
+            ) from e
         except Image.DecompressionBombError as e:  # Pillow's own checks while decoding (TIFF, GIF frames)
             raise ImageError(f"{name} is too large to decode safely ({e}); shrink the photo") from e
         except _DECODE_ERRORS as e:
             raise ImageError(
                 f"{name} is truncated or corrupt ({e}); upload the complete file again or re-save it as JPEG"
             ) from e
+
+
+class _OutOfTime(Exception):
+    """A decode ran past its CPU time."""
+
+
+class _TimedBytes(io.BytesIO):
+    """The photo's bytes, for Pillow to read."""
+
+    def stop_after(self, seconds: float) -> None:
+        """From now on, a read once this thread has used ``seconds`` more CPU time raises :class:`_OutOfTime`.
+        Pillow's C decoders read 64 KB at a time and work on what they read (libjpeg too); its Python
+        decoders read a byte at a time, too often to look at the clock (1 µs) each time."""
+        until, read = time.thread_time() + seconds, super().read
+
+        def timed_read(size: int | None = -1, /) -> bytes:
+            if time.thread_time() > until:
+                raise _OutOfTime
+            return read(size)
+
+        self.read = timed_read  # type: ignore[method-assign]
 
 
 def _orientation(im: Image.Image) -> int:
@@ -162,7 +204,7 @@ def decode_cost(im: ImageFile.ImageFile) -> int:
 
 def _decoder_extra(im: ImageFile.ImageFile, decoded: int) -> int:
     """Bytes a format's decoder needs on top of the decoded image."""
-    if any(tile[0] in Image.DECODERS for tile in im.tile):
+    if _python_decoded(im):
         return decoded * _PYTHON_DECODER_COPIES
     if not isinstance(im, TiffImagePlugin.TiffImageFile):
         return decoded * _DECODER_COPIES.get(im.format or "", 0)
@@ -176,13 +218,18 @@ def _decoder_extra(im: ImageFile.ImageFile, decoded: int) -> int:
     return tile * _TIFF_PIXEL_BYTES + oriented * decoded
 
 
+def _python_decoded(im: ImageFile.ImageFile) -> bool:
+    """Whether Pillow decodes ``im`` in Python (RLE BMP), not in C."""
+    return any(tile[0] in Image.DECODERS for tile in im.tile)
+
+
 def _tag(tags: TiffImagePlugin.ImageFileDirectory_v2, key: int) -> int:
     """A positive whole-number TIFF tag, else 0 (absent or nonsense)."""
     value = tags.get(key)
     return value if isinstance(value, int) and value > 0 else 0
 
 
-def _open(data: bytes, name: str, max_pixels: int) -> ImageFile.ImageFile:
+def _open(source: io.BytesIO, name: str, max_pixels: int) -> ImageFile.ImageFile:
     """Read the header only (``Image.open`` is lazy) and refuse a photo over ``max_pixels``."""
     formats = (*_FORMATS, "HEIF") if HEIF else _FORMATS
     with _PILLOW_LIMIT:
@@ -190,9 +237,10 @@ def _open(data: bytes, name: str, max_pixels: int) -> ImageFile.ImageFile:
         # header is read, then stays at least at our limit so that the photos we accept also decode.
         saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
-            im = Image.open(io.BytesIO(data), formats=formats)
+            im = Image.open(source, formats=formats)
         except UnidentifiedImageError as e:
-            if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+            head = source.getbuffer()[:12].tobytes()
+            if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
                 if not HEIF:
                     raise ImageError(
                         f"{name} is a HEIC/HEIF photo: install pillow-heif (pip install pillow-heif) "

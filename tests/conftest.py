@@ -80,11 +80,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(store: Path, env: dict[str, str], cwd: Path, timeout: float = 180) -> Iterator[str]:
-    """Run `image2mood serve` on a free loopback port; yields its base URL, stops it afterwards."""
+def serving(store: Path, env: dict[str, str], cwd: Path, timeout: float = 180,
+            args: tuple[str, ...] = ()) -> Iterator[str]:
+    """Run `image2mood serve [ARGS]` on a free loopback port; yields its base URL, stops it afterwards."""
     port = free_port()
     log = (cwd / f"serve-{port}.log").open("w")
-    proc = subprocess.Popen([CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--store", str(store)],
+    proc = subprocess.Popen([CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--store", str(store), *args],
                             env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
