@@ -6,7 +6,6 @@ embedding runs where the model is. The indexer overlaps the two.
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from image2mood.audio import DecodedAudio, check_regular_file, content_hash, decode_windows
 from image2mood.config import Settings
-from image2mood.errors import Image2MoodError
+from image2mood.paths import stored_path
 from image2mood.store.base import Song, StoreInfo, windowing_label
 from image2mood.tags import Tags, read_tags
 
@@ -88,20 +87,11 @@ class PreparedSong:
 def file_facts(path: Path, hashed: bool = True) -> FileFacts:
     """Id, size, mtime and content hash of a file (``hashed=False``: no hash, and nothing is read).
 
-    Raises :class:`Image2MoodError` naming the file when it is not a regular file (checked before
-    anything opens it) or its name is not UTF-8 (a stored path is text: the store, the service and
-    the web page need it).
+    Raises :class:`AudioDecodeError` naming the file when it is not a regular file (checked before
+    anything opens it). Any name is accepted, UTF-8 or not (see :mod:`image2mood.paths`).
     """
     info = check_regular_file(path)  # before any read: a change after it is seen by the next run
     path = Path(path).resolve()
-    try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
-        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
-        raise Image2MoodError(
-            f"cannot index {shown}: its name is not valid UTF-8; rename it, e.g. with "
-            f"`convmv -f latin1 -t utf8 --notest FILE` (for a Latin-1 name)"
-        ) from None
     facts = FileFacts(path=path, id=song_id(path), content_hash="", size=info.st_size, mtime_ns=info.st_mtime_ns)
     return facts.hashed() if hashed else facts
 
@@ -122,7 +112,7 @@ def embed(prepared: PreparedSong, encoder: ClapEncoder, pooling: Pooling = "mean
     vector and metadata."""
     facts, tags = prepared.facts, prepared.tags
     return Song(
-        id=facts.id, path=str(facts.path), content_hash=facts.content_hash, title=tags.title,
+        id=facts.id, path=stored_path(facts.path), content_hash=facts.content_hash, title=tags.title,
         artist=tags.artist, album=tags.album, genre=tags.genre,
         duration=round(prepared.audio.duration, 3), size=facts.size, mtime_ns=facts.mtime_ns,
         vector=encoder.encode_audio(prepared.audio.windows, pooling),

@@ -8,12 +8,15 @@ from pathlib import Path
 import mutagen
 import soundfile as sf
 
+from image2mood.text import readable
+
 _KEYS = ("title", "artist", "album", "genre")
 
 
 @dataclass(frozen=True)
 class Tags:
-    """What a song is called; ``title`` falls back to the file name without its suffix."""
+    """What a song is called; ``title`` falls back to the file name without its suffix (a name that is not
+    UTF-8 decoded for display, see :func:`image2mood.text.readable`)."""
 
     title: str
     artist: str | None
@@ -32,7 +35,7 @@ def read_tags(path: Path) -> Tags:
     if not any(values.values()):
         values = _libsndfile_tags(path)
     return Tags(
-        title=values.get("title") or path.stem,
+        title=values.get("title") or readable(path.stem),
         artist=values.get("artist"),
         album=values.get("album"),
         genre=values.get("genre"),
@@ -45,9 +48,10 @@ def _first(values: list[object] | None) -> str | None:
 
 
 def _libsndfile_tags(path: Path) -> dict[str, str | None]:
-    """Tags libsndfile knows where mutagen found none (a WAV's RIFF INFO chunk, an AIFF's)."""
+    """Tags libsndfile knows where mutagen found none (a WAV's RIFF INFO chunk, an AIFF's). It reads an
+    open file, since it cannot open a name that is not UTF-8."""
     try:
-        with sf.SoundFile(path) as f:
+        with open(path, "rb") as raw, sf.SoundFile(raw) as f:
             found = f.copy_metadata()
     except Exception:  # not a file libsndfile reads: no tags
         return {}

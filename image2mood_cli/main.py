@@ -8,6 +8,7 @@ import click
 
 from image2mood.config import Settings, is_tiny
 from image2mood.errors import Image2MoodError
+from image2mood.text import printable
 from image2mood_cli.models import models
 from image2mood_cli.store import store
 from indexer.cli import commands as indexer_commands
@@ -47,7 +48,7 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except Image2MoodError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {printable(str(exc))}", err=True)  # a file's name can hold terminal escapes
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -16,11 +15,13 @@ import numpy as np
 from image2mood.answers import library_song_json
 from image2mood.config import Settings
 from image2mood.errors import StoreError, StoreLockedError
+from image2mood.paths import shown_path
 from image2mood.store import Song, SongStore, open_configured_store, windowing_label
 from image2mood.store.base import check_info
+from image2mood.text import json_line, printable
 from cli_options import store_option, with_store
 from indexer.options import WindowCount
-from indexer.prune import prune_candidates, prune_roots
+from indexer.prune import prune_plan, prune_roots
 from indexer.ray_cli import IndexGroup, ray_index
 
 if TYPE_CHECKING:
@@ -162,16 +163,18 @@ def _pending_clap(settings: Settings) -> PendingEncoder:
 
 def _print_stored(songs: Sequence[Song]) -> None:
     for song in songs:
-        click.echo(f"stored: {song.path}")
+        click.echo(f"stored: {shown_path(song.path)}")
 
 
 def _list_prunable(settings: Settings, roots: list[Path]) -> None:
     """``--prune --dry-run``: the songs a prune would remove, one per line; nothing changes."""
     with open_configured_store(settings, info=None, create=False) as song_store:
-        gone = prune_candidates(song_store.scroll(), roots)
-    for song in gone:
-        click.echo(f"would remove: {song.path}")
-    click.echo(f"would remove {len(gone)}; nothing was changed (dry run)", err=True)
+        plan = prune_plan(song_store.scroll(), roots)
+    for line in plan.warnings():
+        click.echo(f"warning: {printable(line)}", err=True)
+    for song in plan.remove:
+        click.echo(f"would remove: {shown_path(song.path)}")
+    click.echo(f"would remove {len(plan.remove)}; nothing was changed (dry run)", err=True)
 
 
 @click.command()
@@ -192,11 +195,11 @@ def songs(settings: Settings, store: str | None, as_json: bool, map_file: Path |
         listed = sorted(song_store.scroll(), key=lambda s: (s.artist or "", s.album or "", s.title))
         for song in listed:
             if as_json:
-                click.echo(json.dumps(library_song_json(song), ensure_ascii=False))
+                click.echo(json_line(library_song_json(song)))
             else:
                 minutes, seconds = divmod(round(song.duration), 60)
-                click.echo(f"{song.artist or '?'} - {song.title}  [{song.album or '-'}]  "
-                           f"{minutes}:{seconds:02d}  {song.path}")
+                line = f"{song.artist or '?'} - {song.title}  [{song.album or '-'}]  {minutes}:{seconds:02d}"
+                click.echo(f"{printable(line)}  {shown_path(song.path)}")
         if not as_json:
             click.echo(f"{len(listed)} songs in {song_store.location}", err=True)
 

@@ -26,9 +26,11 @@ from image2mood.config import Settings
 from image2mood.errors import Image2MoodError, ModelLoadError
 from image2mood.library import FileFacts, PreparedSong, embed, file_facts, prepare
 from image2mood.models.clap_facts import ClapFacts
+from image2mood.paths import local_path, stored_path
 from image2mood.store.base import Song, SongStore
 from image2mood.tags import read_tags
-from indexer.prune import prune_candidates, prune_roots
+from image2mood.text import printable
+from indexer.prune import prune_plan, prune_roots
 
 if TYPE_CHECKING:
     from image2mood.models.clap import ClapEncoder
@@ -117,7 +119,7 @@ class PendingEncoder:
 
 
 def _say(line: str) -> None:
-    tqdm.write(line, file=sys.stderr)
+    tqdm.write(printable(line), file=sys.stderr)
 
 
 class Indexer:
@@ -140,7 +142,8 @@ class Indexer:
         """Index every audio file under ``paths``; the report counts what happened.
 
         With ``prune``, songs under ``paths`` whose files are gone are removed afterwards; a missing
-        or empty folder among ``paths`` refuses the whole run before anything is written.
+        or empty folder among ``paths`` refuses the whole run before anything is written (see
+        :mod:`indexer.prune`).
         """
         paths = [Path(p) for p in paths]
         roots = prune_roots(paths) if prune else []
@@ -233,7 +236,7 @@ class Indexer:
         original = self.store.get([self.by_hash[facts.content_hash]], with_vectors=True)[0]
         tags = read_tags(facts.path)
         return dataclasses.replace(
-            original, id=facts.id, path=str(facts.path), title=tags.title, artist=tags.artist,
+            original, id=facts.id, path=stored_path(facts.path), title=tags.title, artist=tags.artist,
             album=tags.album, genre=tags.genre, size=facts.size, mtime_ns=facts.mtime_ns,
         )
 
@@ -256,10 +259,13 @@ class Indexer:
             pending.clear()
 
     def _prune(self, roots: Sequence[Path]) -> int:
-        """Delete the songs under ``roots``, as the store held them when the run began, whose files are gone."""
-        gone = prune_candidates(self.known.values(), roots)
-        for song in gone:
-            self.warn(f"removing: {song.path} (its file is gone)")
-        if gone:
-            self.store.delete([song.id for song in gone])
-        return len(gone)
+        """Delete the songs under ``roots``, as the store held them when the run began, whose files are gone
+        (those of an empty folder are kept, with a warning: see :mod:`indexer.prune`)."""
+        plan = prune_plan(self.known.values(), roots)
+        for line in plan.warnings():
+            self.warn(f"warning: {line}")
+        for song in plan.remove:
+            self.warn(f"removing: {local_path(song.path)} (its file is gone)")
+        if plan.remove:
+            self.store.delete([song.id for song in plan.remove])
+        return len(plan.remove)

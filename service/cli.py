@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
 from image2mood.config import Settings
+from image2mood.text import json_line, printable
 from cli_options import store_option, with_store
 
 MULTIPART_OVERHEAD = 64 * 1024
@@ -67,7 +67,7 @@ def serve(settings: Settings, host: str, port: int, threads: int, store: str | N
 
 def _print(body: dict, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(body, ensure_ascii=False, indent=2))
+        click.echo(json_line(body, indent=2))
         return
     if body.get("caption") is not None:
         click.echo(f"caption: {body['caption']}")
@@ -79,7 +79,7 @@ def _print(body: dict, as_json: bool) -> None:
     click.echo("moods:   " + ", ".join(f"{m['en']} ({m['ko']})" for m in body["moods"]))
     for rank, song in enumerate(body["songs"], 1):
         moods = ", ".join(m["en"] for m in song["moods"])
-        click.echo(f"{rank:3}. {song['score']:+.3f}  {song['artist'] or '?'} - {song['title']}  [{moods}]")
+        click.echo(printable(f"{rank:3}. {song['score']:+.3f}  {song['artist'] or '?'} - {song['title']}  [{moods}]"))
     if not body["songs"]:
         click.echo("no songs: index some music first with `image2mood index MUSIC_DIR`")
 

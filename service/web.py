@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+import stat
 from contextlib import ExitStack
-from pathlib import Path
 
 from flask import Blueprint, Response, current_app, render_template, request, send_file
 from werkzeug.exceptions import BadGateway, NotFound, RequestedRangeNotSatisfiable
 from werkzeug.http import parse_range_header
 
+from image2mood.paths import local_path
 from image2mood.store.base import Song
 from image2mood.subsonic import SubsonicClient, SubsonicError, server_song_id
+from image2mood.text import printable, readable
 
 web = Blueprint("web", __name__)
 log = logging.getLogger(__name__)
@@ -41,11 +43,17 @@ def audio(song_id: str):
         raise NotFound(f"no song with id {song_id} in the store")
     if server_song_id(found[0].path) is not None:
         return _relayed(found[0])
-    path = Path(found[0].path)
-    if not path.is_file():
-        raise NotFound(f"the file of song {song_id} is gone ({path.name}); re-index the library")
+    path = local_path(found[0].path)  # the exact bytes of its name, UTF-8 or not
+    try:
+        info = path.stat()
+    except OSError:
+        info = None
+    if info is None or not stat.S_ISREG(info.st_mode):
+        raise NotFound(f"the file of song {song_id} is gone ({readable(path.name)}); re-index the library")
     mimetype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    response = send_file(path, mimetype=mimetype, conditional=False, max_age=3600)
+    # Our own ETag and header name: werkzeug encodes the path as UTF-8, which a name that is not UTF-8 cannot be.
+    response = send_file(path, mimetype=mimetype, conditional=False, max_age=3600, download_name=printable(path.name),
+                         etag=f"{song_id}-{info.st_mtime_ns}-{info.st_size}")
     try:
         return response.make_conditional(_without_unusable_range(request.environ), accept_ranges=True,
                                           complete_length=response.content_length)
