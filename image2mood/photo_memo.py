@@ -3,7 +3,8 @@
 The same photo sent again (a retry, another ``top`` or ``alpha``, a shared link opened twice) skips
 BLIP, CLIP and the face models; the fusion and the search still run, so the answer follows the options
 and the store as they are now. A memo belongs to one :class:`~image2mood.recommend.Recommender`, whose
-models are fixed for its life, so the pixels alone are the key.
+models are fixed for its life, so the pixels are the key, with the client that sent them: a hit is
+seen (its timings are 0, its answer comes sooner), so one client must not hit on another's photo.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ PHOTOS_REMEMBERED = 32
 KEY_STRIP_ROWS = 64
 
 
-def photo_key(image: Image.Image) -> str:
-    """A digest of the decoded photo: its mode, size and pixels, read in strips of rows (a copy of the whole
-    photo would double the memory its decode was allowed)."""
-    digest = hashlib.blake2b(f"{image.mode}:{image.size}".encode(), digest_size=20)
+def photo_key(image: Image.Image, client: str = "") -> str:
+    """A digest of the decoded photo and who sent it: the client, the photo's mode, size and pixels, read in
+    strips of rows (a copy of the whole photo would double the memory its decode was allowed)."""
+    digest = hashlib.blake2b(f"{client}\0{image.mode}:{image.size}".encode(), digest_size=20)
     width, height = image.size
     for top in range(0, height, KEY_STRIP_ROWS):
         digest.update(image.crop((0, top, width, min(height, top + KEY_STRIP_ROWS))).tobytes())
