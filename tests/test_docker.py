@@ -3,6 +3,7 @@ their health checks run for real, and the entrypoint run with a models folder th
 
 from __future__ import annotations
 
+import fcntl
 import http.server
 import json
 import os
@@ -11,6 +12,7 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,8 +20,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from conftest import CLI, free_port, serving
-from image2mood.config import Settings
+from conftest import CLI, free_port, run_cli, serving
+from image2mood.config import FACES_DIR, PROJECTION_FILE, TINY_MARKER, Settings
+from image2mood.faces.fetch import faces_ready
 from image2mood.store import StoreInfo, open_store
 from service.cli import serve
 
@@ -108,18 +111,40 @@ def test_torch_and_torchvision_are_the_cpu_builds_pinned_by_constraints() -> Non
     assert install[install.index("-c") + 1] == "/tmp/constraints.txt"  # the exact versions, from one place
     assert {"torch", "torchvision"} <= set(install)
     project_run = next(a for kw, a in steps[torch_at + 1:] if kw == "RUN" and "/tmp/src" in a)
-    assert project_run.startswith("pip install -c /tmp/constraints.txt /tmp/src")
+    assert project_run.startswith('pip install -c /tmp/constraints.txt "/tmp/src${EXTRAS}"')  # the constraints keep torch
     assert image_env()["PATH"].startswith("/opt/venv/bin:")
 
 
-def test_models_and_the_embedded_store_live_in_volumes_the_settings_read() -> None:
-    env = image_env()
+def image_settings() -> Settings:
+    """The settings the image's ENV gives image2mood."""
+    return Settings(_env_file=None, **{k.removeprefix("IMAGE2MOOD_").lower(): v
+                                       for k, v in image_env().items() if k.startswith("IMAGE2MOOD_")})
+
+
+def test_models_the_embedded_store_and_kept_answers_live_in_volumes_the_settings_read() -> None:
     volumes = json.loads(the_one("VOLUME"))
     assert {"/models", "/data"} <= set(volumes)
-    settings = Settings(_env_file=None, **{k.removeprefix("IMAGE2MOOD_").lower(): v
-                                           for k, v in env.items() if k.startswith("IMAGE2MOOD_")})
+    settings = image_settings()
     assert settings.models == Path("/models")
     assert Path(settings.store).parent == Path("/data")
+    assert settings.results == Path("/data/results")  # not the container layer's ~/.local/share
+    made = next(run for run in arguments("RUN") if "useradd" in run)
+    assert "mkdir -p /models /data/results" in made and "/data/results" in made.split("chown", 1)[1]
+
+
+def test_the_face_models_are_fetched_into_the_image_where_the_settings_look(tmp_path: Path,
+                                                                            cli_env: dict[str, str]) -> None:
+    steps = dockerfile()
+    faces_at, faces_run = next((i, a) for i, (kw, a) in enumerate(steps) if kw == "RUN" and "models faces" in a)
+    project_at = next(i for i, (kw, a) in enumerate(steps) if kw == "RUN" and "/tmp/src" in a)
+    assert project_at < faces_at < steps.index(("USER", the_one("USER")))  # installed, and before the user drops root
+    command = shlex.split(faces_run)
+    assert command[:3] == ["image2mood", "models", "faces"] and len(command) == 4
+    assert image_settings().faces_folder() == Path(command[3]) / FACES_DIR
+    # The build step itself, into a folder here: PyPI's wheels, sha256-checked.
+    built = run_cli([*command[1:3], str(tmp_path / "opt")], cli_env, tmp_path)
+    assert built.returncode == 0, built.stderr
+    assert faces_ready(tmp_path / "opt" / FACES_DIR)
 
 
 def test_exposes_the_port_serve_listens_on_for_every_interface() -> None:
@@ -186,13 +211,28 @@ def test_compose_service_reaches_the_qdrant_service_by_url_with_one_api_key() ->
 def test_compose_ports_and_volumes() -> None:
     spec = compose()
     app, qdrant = spec["services"]["image2mood"], spec["services"]["qdrant"]
-    assert [p.rsplit(":", 1)[1] for p in app["ports"]] == arguments("EXPOSE")
+    assert [interpolate(p, {}) for p in app["ports"]] == [f"127.0.0.1:{arguments('EXPOSE')[0]}:8000"]  # this host only
+    assert [interpolate(p, {"BIND_ADDRESS": "0.0.0.0"}) for p in app["ports"]] == ["0.0.0.0:8000:8000"]  # opened
     assert qdrant["ports"] == ["127.0.0.1:6333:6333"]  # reachable for migrations from this host only
     mounts = {m.split(":")[1]: m for m in (interpolate(v, {"MUSIC_DIR": "/srv/music"}) for v in app["volumes"])}
     assert mounts["/models"] == "models:/models"
+    assert mounts[str(image_settings().results)] == "results:/data/results"  # kept answers outlive `up --build`
     assert mounts["/srv/music"] == "/srv/music:/srv/music:ro"  # song ids come from absolute paths
     assert qdrant["volumes"] == ["qdrant-storage:/qdrant/storage"]
-    assert {"models", "qdrant-storage"} <= set(spec["volumes"])
+    assert {"models", "results", "qdrant-storage"} <= set(spec["volumes"])
+
+
+def test_one_init_service_downloads_the_models_before_anything_else_starts() -> None:
+    services = compose()["services"]
+    init, app = services["models-init"], services["image2mood"]
+    assert init["command"] == ["init"] and init["restart"] == "no"
+    assert (init["image"], init["build"]) == (app["image"], app["build"])
+    assert init["volumes"] == ["models:/models"]
+    assert app["depends_on"]["models-init"] == {"condition": "service_completed_successfully"}
+    # `run --rm image2mood index` starts the same service's dependencies, so it waits for the init too;
+    # a container started any other way takes the entrypoint's lock (the lock test below).
+    assert [name for name, service in services.items() if "models-init" in service.get("depends_on", {})] == \
+        ["image2mood"]
 
 
 class _Qdrant(http.server.BaseHTTPRequestHandler):
@@ -281,3 +321,44 @@ def test_entrypoint_runs_store_commands_without_models(tmp_path: Path, cli_env: 
                             tmp_path)
     assert result.returncode == 0, result.stderr
     assert "--to DIR_OR_URL" in result.stdout and "downloading" not in result.stderr + result.stdout
+
+
+def test_entrypoint_init_finds_the_models_in_place_and_runs_nothing_else(
+        tmp_path: Path, cli_env: dict[str, str], tiny_models: Path) -> None:
+    result = run_entrypoint(["init"], {**cli_env, "IMAGE2MOOD_MODELS": str(tiny_models)}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "downloading" not in result.stderr + result.stdout and result.stdout == ""
+
+
+def _blocked_in_flock(pid: int, seconds: float = 60) -> bool:
+    """True once the entrypoint ``pid`` has a child ``flock`` still waiting a second later."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        waiting = [child for child in children.read_text().split()
+                   if Path(f"/proc/{child}/comm").read_text().strip() == "flock"] if children.exists() else []
+        if waiting:
+            time.sleep(1)
+            return all(Path(f"/proc/{child}").exists() for child in waiting)
+        time.sleep(0.1)
+    return False
+
+
+def test_entrypoint_waits_for_the_download_in_progress_then_uses_its_models(
+        tmp_path: Path, cli_env: dict[str, str], tiny_models: Path) -> None:
+    models = tmp_path / "m"
+    models.mkdir()
+    env = {**cli_env, "IMAGE2MOOD_MODELS": str(models), "HF_HUB_OFFLINE": "1",
+           "PATH": f"{Path(CLI).parent}{os.pathsep}{os.environ['PATH']}"}
+    with open(models / ".download.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another container's download is under way
+        waiting = subprocess.Popen([str(ENTRYPOINT), "songs", "--store", str(empty_store(tmp_path / "store"))],
+                                   env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert waiting.stderr is not None
+        assert "another container is fetching the models" in waiting.stderr.readline()
+        assert _blocked_in_flock(waiting.pid), "the entrypoint went on without the lock"
+        for name in ("clip", "blip", "clap", PROJECTION_FILE, TINY_MARKER):  # ... and it finishes
+            (models / name).symlink_to(tiny_models / name)
+    out, err = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, err
+    assert "downloading" not in out + err and "0 songs in" in err
