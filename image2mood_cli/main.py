@@ -53,3 +53,7 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+
+
+if __name__ == "__main__":  # `python -m image2mood_cli.main`: how `train blip --processes N` starts its workers
+    main()

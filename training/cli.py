@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -31,14 +34,24 @@ def _device_for(settings: Settings, device: str | None) -> str:
 
 
 def _read(data: Path, images: Path | None, caption_column: str | None, caption_language: str | None,
-          image_column: str, limit: int | None, need_images: bool = True):
+          image_column: str, limit: int | None, need_images: bool = True, say=click.echo):
     from training.data import read_pairs
 
     dataset = read_pairs(data, images=images, caption_column=caption_column, caption_language=caption_language,
                          image_column=image_column, need_images=need_images)
     dataset.pairs = dataset.pairs[:limit]
-    click.echo(dataset.report(), err=True)
+    say(dataset.report(), err=True)
     return dataset
+
+
+def _launch_workers(processes: int) -> None:
+    """Run this same command in ``processes`` workers through torchrun (one machine) and exit with its status.
+    The workers see torchrun's ``LOCAL_RANK`` and train; ``accelerate launch`` is not used here because
+    its CLI imports timm, which imports torchvision before the project's guard can run."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "-m", "image2mood_cli.main", *sys.argv[1:]]
+    click.echo(f"starting {processes} training processes: {' '.join(command[:5])} ...", err=True)
+    raise SystemExit(subprocess.run(command, check=False).returncode)
 
 
 @click.group()
@@ -65,16 +78,20 @@ def train() -> None:
               help="Std of the Gaussian noise on the inputs while training (default: 0.04 text-bridge, 0 image-caption).")
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Feature cache folder (default: OUT's name + '-features' beside it).")
+@click.option("--ray", "on_ray", is_flag=True,
+              help="Compute the features on Ray Data: a pool of encoder actors (a GPU each where there are GPUs).")
+@click.option("--address", default=None, metavar="ADDRESS",
+              help="With --ray: the Ray cluster to join ('auto', or host:port; default: start a local one).")
 @_limit
 @_seed
 @_device
 @click.pass_obj
 def projection(settings: Settings, data: Path | None, images: Path | None, out: Path, mode: str | None,
                caption_column: str | None, caption_language: str | None, image_column: str, epochs: int,
-               batch_size: int, lr: float, hidden: int, noise: float | None, cache: Path | None, limit: int | None,
-               seed: int, device: str | None) -> None:
-    """Train the head that maps CLIP image vectors into CLAP's space, from the image–caption table DATA
-    (a Parquet, JSONL or CSV file, or a folder of them)."""
+               batch_size: int, lr: float, hidden: int, noise: float | None, cache: Path | None, on_ray: bool,
+               address: str | None, limit: int | None, seed: int, device: str | None) -> None:
+    """Train the head that maps CLIP image vectors into CLAP's space, from DATA: an image–caption table
+    (a Parquet, JSONL or CSV file, or a folder of them) or an img2dataset output folder."""
     from training.corpus import caption_corpus
     from training.data import text_pairs
     from training.metrics import MetricsLog
@@ -93,8 +110,11 @@ def projection(settings: Settings, data: Path | None, images: Path | None, out: 
     config = HeadConfig(epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden, noise=noise,
                         centre=mode == "text-bridge", seed=seed)
     log = MetricsLog(out.with_name(out.stem + ".metrics.jsonl"))
+    if address and not on_ray:
+        raise click.UsageError("--address names a Ray cluster: give --ray too")
     trained = train_projection(dataset, settings, out, mode=mode, config=config, log=log,
-                               cache=cache or out.with_name(out.stem + "-features"))
+                               cache=cache or out.with_name(out.stem + "-features"), on_ray=on_ray,
+                               ray_address=address)
     if dataset.broken:
         click.echo(dataset.report(), err=True)
     plot = log.plot(out.with_name(out.stem + ".metrics.png"), x="epoch")
@@ -128,6 +148,9 @@ def projection(settings: Settings, data: Path | None, images: Path | None, out: 
               help="With --add-missing-tokens: the most frequent missing words to add.")
 @click.option("--save-every", default=500, show_default=True, type=click.IntRange(1), help="Steps between checkpoints.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out, from its saved step.")
+@click.option("--processes", default=1, show_default=True, type=click.IntRange(1),
+              help="Train on this many processes of this machine (DDP: one per GPU, or gloo on CPUs); "
+                   "--batch-size is per process.")
 @_limit
 @_seed
 @_device
@@ -135,9 +158,12 @@ def projection(settings: Settings, data: Path | None, images: Path | None, out: 
 def blip(settings: Settings, data: Path, images: Path | None, out: Path, caption_column: str | None,
          caption_language: str | None, image_column: str, epochs: int, max_steps: int | None, batch_size: int,
          grad_accum: int, lr: float, freeze_vision: bool, image_size: str, bf16: bool | None,
-         add_missing_tokens: bool, max_new_tokens: int, save_every: int, resume: bool, limit: int | None,
-         seed: int, device: str | None) -> None:
-    """Fine-tune the BLIP captioner on the image–caption table DATA (a file, or a folder of them)."""
+         add_missing_tokens: bool, max_new_tokens: int, save_every: int, resume: bool, processes: int,
+         limit: int | None, seed: int, device: str | None) -> None:
+    """Fine-tune the BLIP captioner on DATA: an image–caption table (a file, or a folder of them) or
+    an img2dataset output folder."""
+    if processes > 1 and "LOCAL_RANK" not in os.environ:
+        _launch_workers(processes)
     import torch
 
     from image2mood.models.loading import checked_tokenizer, load_or_explain
@@ -151,40 +177,50 @@ def blip(settings: Settings, data: Path, images: Path | None, out: Path, caption
         torch.set_num_threads(settings.threads)
     if image_size != "model" and not image_size.isdigit():
         raise click.BadParameter("give a number of pixels or 'model'", param_hint="--image-size")
-    dataset = _read(data, images, caption_column, caption_language, image_column, limit)
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, only the first process reports
+
+    def say(message: str, err: bool = False) -> None:
+        if main:
+            click.echo(message, err=err)
+
+    dataset = _read(data, images, caption_column, caption_language, image_column, limit, say=say)
     train_pairs, valid_pairs = split(dataset.pairs, seed)
     source = ResolvedModel("blip", str(out), out) if resume else resolve_model("blip", settings.model_spec("blip"))
-    click.echo(f"loading BLIP from {source.spec} ...", err=True)
+    say(f"loading BLIP from {source.spec} ...", err=True)
     model = load_or_explain(source, lambda: BlipForConditionalGeneration.from_pretrained(source.folder))
     processor = load_or_explain(source, lambda: BlipProcessor.from_pretrained(source.folder))
     tokenizer = checked_tokenizer(source, processor.tokenizer, model.config.text_config.vocab_size)
 
     column = f"captions[{caption_language}]" if caption_language else (caption_column or "the caption column")
     coverage = token_coverage(tokenizer, [pair.caption for pair in train_pairs])
-    click.echo(coverage.report(column), err=True)
+    say(coverage.report(column), err=True)
     if coverage.missing_words and not add_missing_tokens:
-        click.echo("  fix: --add-missing-tokens adds those words as tokens (the embeddings grow to match), or "
+        say("  fix: --add-missing-tokens adds those words as tokens (the embeddings grow to match), or "
                    "start from a BLIP whose tokenizer covers the language (IMAGE2MOOD_BLIP_MODEL)", err=True)
     if add_missing_tokens and coverage.missing_words:
         added = add_tokens(tokenizer, model, coverage, max_new_tokens)
         after = token_coverage(tokenizer, [pair.caption for pair in train_pairs])
-        click.echo(f"added {added} tokens (vocabulary now {len(tokenizer)}); {after.report(column)}", err=True)
+        say(f"added {added} tokens (vocabulary now {len(tokenizer)}); {after.report(column)}", err=True)
     if image_size != "model":
         set_image_size(model, processor, int(image_size))
 
     config = BlipTrainingConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
                                 lr=lr, freeze_vision=freeze_vision, save_every=save_every, seed=seed)
-    log = MetricsLog(out / "metrics.jsonl", append=resume)
+    log = MetricsLog(out / "metrics.jsonl", append=resume or not main)
     trainer = BlipTrainer(model, processor, dataset, train_pairs, valid_pairs, out, config,
                           torch.device(_device_for(settings, device)), log, bf16=bf16)
     if resume:
         trainer.resume()
-        click.echo(f"resuming at step {trainer.step} of {trainer.total_steps}", err=True)
-    click.echo(f"training on {len(train_pairs)} pairs, validating on {len(valid_pairs)} ({trainer.device}, "
-               f"{'bf16' if trainer.dtype else 'fp32'}{', vision frozen' if freeze_vision else ''})", err=True)
+        say(f"resuming at step {trainer.step} of {trainer.total_steps}", err=True)
+    say(f"training on {len(train_pairs)} pairs, validating on {len(valid_pairs)} ({trainer.processes} × "
+        f"{trainer.device.type}, {'bf16' if trainer.dtype else 'fp32'}{', vision frozen' if freeze_vision else ''})",
+        err=True)
+    say(f"global batch {trainer.global_batch} pairs a step ({batch_size} per process × {grad_accum} accumulated "
+        f"× {trainer.processes} processes), learning rate {lr:g}", err=True)
     trainer.run()
     if dataset.broken:
-        click.echo(dataset.report(), err=True)
-    plot = log.plot(out / "metrics.png", x="step")
-    click.echo(f"wrote {out} at step {trainer.step} (metrics {log.path}, plot {plot}); "
-               f"use it with IMAGE2MOOD_BLIP_MODEL={out}")
+        say(dataset.report(), err=True)
+    if main:
+        plot = log.plot(out / "metrics.png", x="step")
+        click.echo(f"wrote {out} at step {trainer.step} (metrics {log.path}, plot {plot}); "
+                   f"use it with IMAGE2MOOD_BLIP_MODEL={out}")

@@ -1,4 +1,5 @@
-"""One reader of image–caption tables for both trainers: Parquet, JSONL or CSV.
+"""One reader of image–caption data for both trainers: Parquet, JSONL or CSV tables, and img2dataset's
+``files`` and ``webdataset`` output folders (read by :mod:`training.shards`).
 
 By default the columns are ``image`` (a path under ``--images``, or the image's bytes in Parquet)
 and ``caption``. The LAION-COCO-NLLB shape reads as it comes: ``id``, ``url``, ``eng_caption``,
@@ -18,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from image2mood.errors import Image2MoodError, ImageError
@@ -26,6 +26,7 @@ from image2mood.images import load_photo
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic")
 NLLB_CAPTION, NLLB_TRANSLATIONS, NLLB_ID = "eng_caption", "captions", "id"
+KEY_COLUMNS = ("key", NLLB_ID)  # a row's own id (img2dataset's ``key``, LAION-COCO-NLLB's ``id``): the split's key
 VALID_FRACTION = 0.2  # the 8:2 train/valid split
 
 
@@ -33,20 +34,48 @@ class DataError(Image2MoodError):
     """A table that cannot be trained on: unreadable, empty, or without the columns asked for."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class TarMember:
+    """An image inside an uncompressed tar shard, read by seeking to its data (the shard is never unpacked)."""
+
+    shard: Path
+    name: str
+    offset: int
+    size: int
+
+    def __str__(self) -> str:
+        return f"{self.shard}/{self.name}"
+
+    def read(self) -> bytes:
+        with self.shard.open("rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read(self.size)
+        if len(data) != self.size:
+            raise ImageError(f"{self}: the shard ends inside this member ({len(data)} of {self.size} bytes)")
+        return data
+
+
+@dataclass(frozen=True, slots=True)
 class Pair:
-    """One row: its caption and where its image is (a file, bytes, or nothing in text-only tables)."""
+    """One row: its caption, where its image is (a file, bytes, a tar member, or nothing in text-only
+    tables) and its own key where the data gives one."""
 
     row: int
     caption: str
-    image: Path | bytes | None = None
+    image: Path | bytes | TarMember | None = None
+    key: str | None = None
 
     @property
     def image_key(self) -> str:
-        """A stable key for this row's image: its path, or a hash of its bytes."""
+        """A stable key for this row's image: its path (or shard/member), or a hash of its bytes."""
         if isinstance(self.image, bytes):
             return "sha1:" + hashlib.sha1(self.image).hexdigest()
         return str(self.image)
+
+    @property
+    def split_key(self) -> str:
+        """What decides the row's side of the split: its own key, else its image, else its caption."""
+        return self.key or (self.caption_key if self.image is None else self.image_key)
 
     @property
     def caption_key(self) -> str:
@@ -87,13 +116,20 @@ def read_pairs(path: Path, *, images: Path | None = None, caption_column: str | 
                need_images: bool = True) -> Dataset:
     """Read ``path`` (a table, or a folder of tables such as a dataset's Parquet shards) into
     image–caption pairs; rows without a caption (or image reference) are skipped. Parquet is read
-    batch by batch and only in the columns used, so a table with 200 translations a row stays small."""
+    batch by batch and only in the columns used, so a table with 200 translations a row stays small.
+    An img2dataset output folder (``00000.tar`` ... or ``00000/`` ... beside their Parquet) is read
+    shard by shard as a stream (:func:`training.shards.read_shards`)."""
+    from training.shards import layout_of, read_shards
+
+    if path.is_dir() and (layout := layout_of(path)):
+        return read_shards(path, layout, caption_column=caption_column, caption_language=caption_language)
     files = _tables(path)
     columns, rows = _open(files[0])
     caption_of, caption_source = _caption_reader(path, columns, caption_column, caption_language)
     image_of, image_source = (_image_reader(path, columns, image_column, images) if need_images
                               else ((lambda row: None), None))
-    needed = [c for c in (caption_source, image_source) if c]
+    key_column = next((c for c in KEY_COLUMNS if c in columns), None)
+    needed = list(dict.fromkeys(c for c in (caption_source, image_source, key_column) if c))
     dataset = Dataset(source=str(path), pairs=[])
     number = -1
     for file in files:
@@ -106,7 +142,8 @@ def read_pairs(path: Path, *, images: Path | None = None, caption_column: str | 
                 if not caption or (need_images and image is None):
                     dataset.skipped[number] = "no caption" if not caption else "no image"
                     continue
-                dataset.pairs.append(Pair(row=number, caption=caption, image=image))
+                key = _text(str(row[key_column])) if key_column and row.get(key_column) is not None else None
+                dataset.pairs.append(Pair(row=number, caption=caption, image=image, key=key))
         except DataError:
             raise
         except Exception as exc:  # pyarrow and decoding errors all mean "not a readable table"
@@ -125,15 +162,21 @@ def text_pairs(sentences: list[str], source: str) -> Dataset:
 
 
 def split(pairs: list[Pair], seed: int, valid_fraction: float = VALID_FRACTION) -> tuple[list[Pair], list[Pair]]:
-    """A deterministic train/valid split (8:2 by default): the same rows and seed give the same split."""
+    """A deterministic train/valid split (8:2 by default), decided by each row's :attr:`Pair.split_key`:
+    the rows whose keys hash lowest under ``seed`` are the validation rows. The same rows and seed give
+    the same split in any order (shards read in another order, a table shuffled); both sides keep the
+    rows' order."""
     if len(pairs) < 2:
         raise DataError(f"{len(pairs)} usable pair(s) cannot be split into training and validation; "
                         "give at least 2 (a few thousand for a useful model)")
-    order = np.random.default_rng(seed).permutation(len(pairs))
     n_valid = min(len(pairs) - 1, max(1, round(len(pairs) * valid_fraction)))
-    valid = sorted(order[:n_valid])
-    train = sorted(order[n_valid:])
-    return [pairs[i] for i in train], [pairs[i] for i in valid]
+    rank = sorted(range(len(pairs)), key=lambda i: (_hash(seed, pairs[i].split_key), pairs[i].caption, i))
+    valid = set(rank[:n_valid])
+    return ([p for i, p in enumerate(pairs) if i not in valid], [p for i, p in enumerate(pairs) if i in valid])
+
+
+def _hash(seed: int, key: str) -> bytes:
+    return hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
 
 
 def load_image(pair: Pair, max_pixels: int = 210_000_000) -> Image.Image:
@@ -141,6 +184,11 @@ def load_image(pair: Pair, max_pixels: int = 210_000_000) -> Image.Image:
     if pair.image is None:
         raise ImageError(f"row {pair.row} has no image")
     name = f"row {pair.row} ({'image bytes' if isinstance(pair.image, bytes) else pair.image})"
+    if isinstance(pair.image, TarMember):
+        try:
+            return load_photo(pair.image.read(), name=name, max_pixels=max_pixels)
+        except OSError as exc:
+            raise ImageError(f"{name} could not be read ({exc})") from exc
     return load_photo(pair.image, name=name, max_pixels=max_pixels)
 
 

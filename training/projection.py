@@ -168,22 +168,35 @@ def _fold_centring(head: ProjectionHead, mean: torch.Tensor) -> None:
 
 
 def train_projection(dataset: Dataset, settings: Settings, out: Path, *, mode: str, cache: Path, config: HeadConfig,
-                     log: MetricsLog | None = None, batch_size: int = 32, progress: bool = True) -> Trained:
-    """From a table to a checkpoint: cache the configured models' vectors, split, train, save ``out``."""
+                     log: MetricsLog | None = None, batch_size: int = 32, progress: bool = True,
+                     on_ray: bool = False, ray_address: str | None = None) -> Trained:
+    """From a table to a checkpoint: cache the configured models' vectors (``on_ray``: on a Ray cluster,
+    :mod:`training.ray_features`), split, train, save ``out``."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     clip_model, clap_model = (resolve_model(kind, settings.model_spec(kind)) for kind in ("clip", "clap"))
-    clip, clap = factory.image_encoder(settings), factory.clap_encoder(settings)
+    clip = clap = None
+    if not on_ray:
+        clip, clap = factory.image_encoder(settings), factory.clap_encoder(settings)
+
+    def fill(features: FeatureCache, kind: str, key, load, encode, batch: int, desc: str) -> None:
+        if on_ray:
+            from training.ray_features import fill_on_ray
+
+            fill_on_ray(features, dataset, dataset.pairs, key, kind, settings, batch, ray_address)
+        else:
+            features.fill(dataset.pairs, key, load, encode(), batch, desc)
+
     targets = FeatureCache(cache / "clap-text.npz", model_fingerprint(clap_model), clap_model.spec)
-    targets.fill(dataset.pairs, _caption_key, _caption, clap.encode_text, TEXT_BATCH, "CLAP captions")
+    fill(targets, "clap-text", _caption_key, _caption, lambda: clap.encode_text, TEXT_BATCH, "CLAP captions")
     if mode == "image-caption":
         inputs = FeatureCache(cache / "clip-image.npz", model_fingerprint(clip_model), clip_model.spec)
         input_key = _image_key
-        inputs.fill(dataset.pairs, input_key, dataset.image, clip.encode_images, batch_size, "CLIP images")
+        fill(inputs, "clip-image", input_key, dataset.image, lambda: clip.encode_images, batch_size, "CLIP images")
     else:
         inputs = FeatureCache(cache / "clip-text.npz", model_fingerprint(clip_model), clip_model.spec)
         input_key = _caption_key
-        inputs.fill(dataset.pairs, input_key, _caption, clip.encode_text, TEXT_BATCH, "CLIP captions")
+        fill(inputs, "clip-text", input_key, _caption, lambda: clip.encode_text, TEXT_BATCH, "CLIP captions")
     train, valid = ([p for p in part if input_key(p) in inputs.vectors] for part in split(dataset.pairs, config.seed))
     if not train or not valid:
         raise DataError(f"{dataset.report()}: too few usable pairs left to train and validate on")

@@ -1,0 +1,68 @@
+"""`train blip --processes 2`: two CPU processes (torchrun, gloo) compute the steps one process computes
+on the same global batch, write each checkpoint once, and resume from the saved step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import run_cli
+from media_captions import write_captioned_images, write_table
+
+PARAMETER_TOLERANCE = 1e-6  # max |Δ| of any weight after 3 AdamW steps at lr 1e-3 (measured 8e-8: float sums in another order)
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve photos whose captions differ in length (so the tokens a process holds differ too)."""
+    root = tmp_path_factory.mktemp("ddp-data")
+    rows = write_captioned_images(root / "images", per_category=2)[:12]
+    return write_table(root / "pairs.csv", rows)
+
+
+def _train(pairs: Path, out: Path, env: dict[str, str], cwd: Path, *extra: str):
+    args = ["train", "blip", str(pairs), "--images", str(pairs.parent / "images"), "--out", str(out),
+            "--epochs", "5", "--lr", "1e-3", "--image-size", "model", "--no-bf16", "--seed", "3", *extra]
+    result = run_cli(args, {**env, "IMAGE2MOOD_THREADS": "1"}, cwd, timeout=240)
+    assert result.returncode == 0, result.stderr[-8000:]
+    return result
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_step_as_one_writes_once_and_resumes(pairs: Path, tiny_models: Path, cli_env: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    one = _train(pairs, tmp_path / "one", cli_env, tmp_path, "--batch-size", "4", "--max-steps", "3")
+    assert "global batch 4 pairs a step (4 per process × 1 accumulated × 1 processes), learning rate 0.001" in one.stderr
+
+    two = tmp_path / "two"
+    first = _train(pairs, two, cli_env, tmp_path, "--processes", "2", "--batch-size", "2", "--max-steps", "2",
+                   "--save-every", "1")
+    assert "global batch 4 pairs a step (2 per process × 1 accumulated × 2 processes)" in first.stderr
+    assert first.stderr.count("global batch") == 1 and first.stdout.count(f"wrote {two} at step 2") == 1
+    records = _records(two)
+    assert [r["step"] for r in records if "checkpoint" in r] == [1, 2]  # once per save, by the main process
+    assert [r["step"] for r in records if "train_loss" in r] == [1, 2]
+    losses = {r["step"]: r["train_loss"] for r in _records(tmp_path / "one") if "train_loss" in r}
+    assert abs(next(r["train_loss"] for r in records if r.get("step") == 1 and "train_loss" in r) - losses[1]) <= 1e-4
+
+    resumed = _train(pairs, two, cli_env, tmp_path, "--processes", "2", "--batch-size", "2", "--max-steps", "3",
+                     "--resume")
+    assert "resuming at step 2 of 3" in resumed.stderr and f"wrote {two} at step 3" in resumed.stdout
+    records = _records(two)
+    assert [r["step"] for r in records if "train_loss" in r] == [1, 2, 3]
+    assert [r["step"] for r in records if "checkpoint" in r] == [1, 2, 3]
+    for step in (2, 3):
+        mine = next(r["train_loss"] for r in records if r.get("step") == step and "train_loss" in r)
+        assert abs(mine - losses[step]) <= 1e-4, (step, mine, losses[step])
+    single, double = load_file(tmp_path / "one" / "model.safetensors"), load_file(two / "model.safetensors")
+    assert single.keys() == double.keys()
+    worst = max(float((single[k] - double[k]).abs().max()) for k in single)
+    start = load_file(tiny_models / "blip" / "model.safetensors")
+    moved = max(float((single[k] - start[k]).abs().max()) for k in single)
+    assert worst <= PARAMETER_TOLERANCE < moved / 100, (worst, moved)
