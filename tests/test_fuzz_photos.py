@@ -7,7 +7,10 @@ never a hang. Afterwards the service still answers a good photo and the store ho
 from __future__ import annotations
 
 import io
+import json
 import struct
+import subprocess
+import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -297,3 +300,42 @@ def test_bad_fields_with_a_good_photo_get_a_400_naming_the_field(app, fields: di
     assert response.status_code == 400
     assert any(key in response.get_json()["error"]["message"] for key in fields), response.get_json()
     assert app.extensions["image2mood"].store.count() == SONGS
+
+
+_BOMB_PROBE = """
+import json, re, sys
+from pathlib import Path
+from PIL import PngImagePlugin
+from image2mood.errors import ImageError
+from image2mood.images import load_photo
+
+def rss(field: str) -> float:
+    return int(re.search(field + r":\\s+(\\d+)", Path("/proc/self/status").read_text())[1]) / 1024
+
+if sys.argv[2] == "limit-lifted":  # the positive control: Pillow told to inflate any text chunk
+    PngImagePlugin.MAX_TEXT_CHUNK = 1 << 30
+Path("/proc/self/clear_refs").write_text("5")  # peak RSS (VmHWM) starts again from here
+base = rss("VmRSS")
+try:
+    outcome = list(load_photo(Path(sys.argv[1])).size)
+except ImageError as exc:
+    outcome = str(exc)
+print(json.dumps({"grown_mb": rss("VmHWM") - base, "outcome": outcome}))
+"""
+
+
+def _peak_growth(path: Path, mode: str) -> dict:
+    run = subprocess.run([sys.executable, "-c", _BOMB_PROBE, str(path), mode], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+@pytest.mark.parametrize("name", ["ztxt-bomb.png", "iccp-bomb.png"])
+def test_a_compressed_chunk_bomb_never_inflates(name: str, tmp_path: Path) -> None:
+    """50 MB of zeros in a 50 KB zTXt or iCCP chunk: decoding the photo in a fresh process raises its peak
+    RSS by under 20 MB; the same probe with Pillow's chunk limit lifted sees the 50 MB (over 40 MB)."""
+    path = tmp_path / name
+    path.write_bytes(next(data for case, data, _ in metadata_bombs() if case == name))
+    assert _peak_growth(path, "as-shipped")["grown_mb"] < 20
+    assert _peak_growth(path, "limit-lifted")["grown_mb"] > 40
