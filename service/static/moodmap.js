@@ -21,12 +21,43 @@ export function svg(tag, attrs = {}, ...children) {
 }
 
 const placed = (p) => p && typeof p.valence === 'number' && typeof p.arousal === 'number';
+
+// An HTML element whose text is the string `key` names (translated by translate()), or plain text.
+function word(key, text) {
+  const span = document.createElement('span');
+  if (key) span.dataset.i18n = key;
+  else span.textContent = text;
+  return span;
+}
+
+// "slightly pleasant (+0.32)": how far along one axis a place is, in words and as the number.
+function degree(value, [low, high, neutral]) {
+  const size = Math.abs(value);
+  const number = ` (${value >= 0 ? '+' : '−'}${size.toFixed(2)})`;
+  if (size < 0.1) return [word(neutral), number];
+  return [word(size < 0.5 ? 'mapSlightly' : 'mapVery'), ' ', word(value < 0 ? low : high), number];
+}
+
+// The map as text, for screen readers: one item per mark, "Your photo: slightly pleasant (+0.32), very calm (−0.71)".
+function describe(list, dots, query, queryKey) {
+  const item = (name, place) => {
+    const li = document.createElement('li');
+    li.append(...name, ': ', ...degree(place.valence, ['mapUnpleasant', 'mapPleasant', 'mapNeutralV']), ', ',
+      ...degree(place.arousal, ['mapCalm', 'mapExcited', 'mapNeutralA']));
+    return li;
+  };
+  list.replaceChildren(
+    ...(placed(query) ? [item([word(queryKey)], query)] : []),
+    ...dots.map((song) => item([`${song.n}. `, song.title ? word(null, song.title) : word('untitled')], song)));
+}
+
 const x = (valence) => MARGIN + ((valence + 1) / 2) * SPAN;
 const y = (arousal) => MARGIN + ((1 - arousal) / 2) * SPAN;
 
 // Draw into `root` (an <svg>): axes with their words, one numbered dot per song (numbered as the list
 // is), and a diamond for the query. `query` and each song carry valence and arousal in [-1, 1].
-export function drawMap(root, {query, songs, queryKey = 'mapPhoto'}) {
+// `list` (a <ul>), if given, gets the same places as text.
+export function drawMap(root, {query, songs, queryKey = 'mapPhoto', list = null}) {
   root.setAttribute('viewBox', `0 0 ${SIZE} ${SIZE}`);
   root.setAttribute('role', 'img');
   root.classList.add('mood-map');
@@ -52,5 +83,9 @@ export function drawMap(root, {query, songs, queryKey = 'mapPhoto'}) {
     svg('text', {class: 'map-word', x: SIZE - MARGIN - 6, y: MID - 8, 'text-anchor': 'end', i18n: 'mapPleasant'}),
     ...marks);
   translate(root);
+  if (list) {
+    describe(list, dots, query, queryKey);
+    translate(list);
+  }
   return marks.length > 0;
 }

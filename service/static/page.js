@@ -4,7 +4,7 @@ export const $ = (selector) => document.querySelector(selector);
 
 export const els = {
   sharePhoto: $('#share-photo'), shareBar: $('#share-bar'), savePlaylist: $('#save-playlist'),
-  shareLink: $('#share-link'), mapPanel: $('#map-panel'), moodMap: $('#mood-map'),
+  shareLink: $('#share-link'), mapPanel: $('#map-panel'), moodMap: $('#mood-map'), mapList: $('#map-list'),
   pushForm: $('#push-form'), pushName: $('#push-name'), pushStatus: $('#push-status'),
   notices: $('#notices'), dropzone: $('#dropzone'), sizeLimit: $('#size-limit'),
   photoInput: $('#photo-input'), captureInput: $('#capture-input'), captureLabel: $('#capture-label'),

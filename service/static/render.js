@@ -19,6 +19,9 @@ export function h(tag, props = {}, ...children) {
   return el;
 }
 
+// Scrolling jumps instead of gliding when the person asked for less motion.
+const scrolling = () => (matchMedia('(prefers-reduced-motion: reduce)').matches ? 'auto' : 'smooth');
+
 export const mb = (bytes) => String(Math.round((bytes / 1024 / 1024) * 10) / 10);
 
 function duration(seconds) {
@@ -92,7 +95,7 @@ export function showPending(photoUrl) {
   els.mapPanel.hidden = true;
   els.songs.replaceChildren();
   $('#song-count').textContent = '';
-  els.results.scrollIntoView({behavior: 'smooth', block: 'nearest'});
+  els.results.scrollIntoView({behavior: scrolling(), block: 'nearest'});
 }
 
 export function show(view, {focus = false} = {}) {
@@ -150,12 +153,15 @@ export function show(view, {focus = false} = {}) {
       ? h('span', {i18n: 'emptyLibrary', vars: {cmd: {code: 'image2mood index MUSIC_DIR'}}})
       : h('span', {i18n: 'noSongs'}));
   }
-  els.status.replaceChildren(h('span', songs.length === 1 ? {i18n: 'found1'} : {i18n: 'found', vars: {n: songs.length}}));
+  // The polite live region announces the answer: how many songs, and the faces seen ("2 faces: happy, surprised").
+  const faces = kind === 'photo' ? data.faces || [] : [];
+  els.status.replaceChildren(h('span', songs.length === 1 ? {i18n: 'found1'} : {i18n: 'found', vars: {n: songs.length}}),
+    ...(faces.length ? [' ', ...facesLine(faces), '.'] : []));
   $('#song-count').textContent = String(songs.length);
   translate(els.results);
   translate(els.status);
   if (focus) {
-    els.results.scrollIntoView({behavior: 'smooth', block: 'start'});
+    els.results.scrollIntoView({behavior: scrolling(), block: 'start'});
     els.caption.setAttribute('tabindex', '-1');
     els.caption.focus({preventScroll: true});
   }
@@ -177,7 +183,7 @@ function renderWaysOut(kind, data) {
     els.savePlaylist.href = `/api/results/${encodeURIComponent(id)}/playlist.m3u8`;
     els.shareLink.href = `/r/${encodeURIComponent(id)}`;
   }
-  els.mapPanel.hidden = !drawMap(els.moodMap, {query: data, songs: data.songs, queryKey: QUERY_KEYS[kind]});
+  els.mapPanel.hidden = !drawMap(els.moodMap, {query: data, songs: data.songs, queryKey: QUERY_KEYS[kind], list: els.mapList});
 }
 
 /* ---------- faces ---------- */
@@ -191,12 +197,17 @@ function facePercent(face) {
   return typeof p === 'number' ? ` (${Math.round(p * 100)}%)` : '';
 }
 
+// "2 faces: happy (93%), surprised (71%)" as nodes (translated by translate()).
+function facesLine(faces) {
+  return [h('span', {i18n: faces.length > 1 ? 'faces' : 'face', vars: {n: faces.length}}), ' ',
+    ...faces.flatMap((face, i) => [i ? ', ' : '', h('strong', faceWord(face)), facePercent(face)])];
+}
+
 // The faces the server found: a line naming their expressions, and a box with a label on each in the photo.
 function renderFaces(data) {
   const faces = data.faces || [];
   els.face.hidden = !faces.length;
-  els.face.replaceChildren(h('span', {i18n: faces.length > 1 ? 'faces' : 'face'}), ' ',
-    ...faces.flatMap((face, i) => [i ? ', ' : '', h('strong', faceWord(face)), facePercent(face)]));
+  els.face.replaceChildren(...facesLine(faces));
   const [width, height] = data.photo_size || [];
   const boxed = faces.filter((face) => Array.isArray(face.box));
   els.faceBoxes.toggleAttribute('hidden', !(boxed.length && width && height));

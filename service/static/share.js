@@ -9,7 +9,7 @@ function init() {
   if (map) {
     let marks = {};
     try { marks = JSON.parse(map.dataset.map || '{}'); } catch { /* drawn empty */ }
-    map.toggleAttribute('hidden', !drawMap(map, marks));
+    map.toggleAttribute('hidden', !drawMap(map, {...marks, list: document.querySelector('#map-list')}));
   }
   applyLanguage(initialLanguage(), false);
   document.querySelectorAll('.lang-btn').forEach((b) => b.addEventListener('click', () => applyLanguage(b.dataset.lang, true)));

@@ -55,6 +55,7 @@ export function initUpload({coarse}) {
 
   // Phones get the native camera through the capture input, and nothing to drag and drop.
   els.captureLabel.hidden = !coarse;
+  els.captureInput.hidden = !coarse;  // no tab stop for a control that is not shown
   if (coarse) {
     $('#drop-title').dataset.i18n = 'dropTitleTouch';
     $('#drop-hint').dataset.i18n = 'dropHintTouch';
