@@ -37,6 +37,7 @@ from media import write_tone
 from media_images import write_photo
 
 USER, PASSWORD = "ana", "s3cret pass"
+OTHER, OTHER_PASSWORD = "ben", "other pass"  # a second user, whose playlists are not ana's
 SONGS = {
     "Weather/rain.flac": {"title": "Rain Song", "artist": "Ana", "album": "Weather", "genre": "Ambient"},
     "Weather/sunset.mp3": {"title": "Sunset Drive", "artist": "Ana", "album": "Weather", "genre": "Pop"},
@@ -80,6 +81,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supysonic]:
     port = free_port()
     found = Supysonic(f"http://127.0.0.1:{port}", music, home, env)
     found.cli("user", "add", USER, "-p", PASSWORD)
+    found.cli("user", "add", OTHER, "-p", OTHER_PASSWORD)
     found.cli("folder", "add", "music", str(music))
     found.rescan()
     log = (home / "server.log").open("w")
@@ -167,6 +169,24 @@ def test_a_pushed_playlist_reads_back_in_order_and_is_replaced_by_name(server: S
         assert second.id == first.id and second.song_ids == tuple(ids[2:] + ids[:1])
         assert client.playlist(first.id).song_ids == tuple(ids[2:] + ids[:1])
         assert [p.name for p in client.playlists()].count("image2mood: rainy day") == 1
+
+
+def test_a_push_replaces_only_the_users_own_playlist_not_another_users_public_one(server: Supysonic) -> None:
+    """Supysonic lists another user's public playlist to ana as "[ben] NAME"; ana's playlist of that very
+    name is hers to create and replace, and ben's is never touched (other servers list it as plain NAME)."""
+    with SubsonicClient(server.url, OTHER, OTHER_PASSWORD) as ben, server.client() as ana:
+        ids = [song.id for song in ana.songs()]
+        theirs = ben.push_playlist("image2mood: shared", ids[:2])
+        ben._call("updatePlaylist", playlistId=theirs.id, public="true")  # ana can now see it
+        name = f"[{OTHER}] image2mood: shared"
+        listed = ana._call("getPlaylists")["playlists"]["playlist"]
+        assert [(p["name"], p["owner"]) for p in listed if p["id"] == theirs.id] == [(name, OTHER)]
+        assert name not in [p.name for p in ana.playlists()]  # not hers
+        mine = ana.push_playlist(name, ids[1:])
+        assert mine.id != theirs.id and mine.song_ids == tuple(ids[1:])
+        again = ana.push_playlist(name, ids[:1])
+        assert again.id == mine.id and again.song_ids == tuple(ids[:1])
+        assert ben.playlist(theirs.id).song_ids == tuple(ids[:2])  # untouched
 
 
 def test_the_cli_indexes_the_server_beside_a_folder_named_subsonic_and_pushes_an_answer(
