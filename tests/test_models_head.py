@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
+import urllib.request
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from conftest import run_cli
+from conftest import run_cli, serving
 from image2mood.config import PROJECTION_FILE, Settings
 from image2mood.models.projection import load_projection
 from image2mood.models.resolve import resolve_model
 from image2mood_cli.main import cli
 from image2mood_cli.models import _ensure_head
 from media_captions import captioned_image
+from test_web import browser, wait  # noqa: F401  (the Chromium fixture)
 
 QUICK = ["--epochs", "2", "--limit", "200"]  # the tiny models' head means nothing; the full corpus is for real ones
 
@@ -83,3 +85,14 @@ def test_download_keeps_a_head_that_fits_its_models(tiny_models: Path, tmp_path:
     _ensure_head(Settings(_env_file=None, clip_model="some/hub-clip"), target)  # the set's own models are checked
     assert "keeping the projection head" in capsys.readouterr().out
     assert (target / PROJECTION_FILE).read_bytes() == before
+
+
+def test_the_page_says_when_there_is_no_head(headless: Path, cli_env: dict[str, str], tmp_path: Path,
+                                            browser) -> None:  # noqa: F811
+    with serving(tmp_path / "store", {**cli_env, "IMAGE2MOOD_MODELS": str(headless)}, tmp_path) as url:
+        with urllib.request.urlopen(url + "/api/health", timeout=10) as response:
+            assert json.load(response)["models"]["projection"] is None
+        browser.get(url + "/")
+        wait(browser).until(lambda d: "No projection head" in d.find_element("id", "notices").text)
+        notices = browser.find_element("id", "notices").text
+        assert "caption alone" in notices and "image2mood models head" in notices, notices
