@@ -3,7 +3,9 @@
 It signs in with the API's token scheme (``t`` = md5(password + salt), a fresh salt ``s`` per request), with
 an OpenSubsonic ``apiKey`` when one is configured, and falls back to the hex-encoded password
 (``p=enc:…``) only for a server that answers that it does not take tokens (Supysonic, LDAP users).
-Every failure is a :class:`SubsonicError` that names the server and what to fix.
+Every failure is a :class:`SubsonicError` that names the server (any login in its address shown as
+``***``) and what to fix. Redirects are not followed: a server that redirects is an error naming the
+address to configure, so a redirect can send neither the login nor a relayed song elsewhere.
 
 Songs come from the ID3 views (``getAlbumList2`` paged, then ``getAlbum``), which every such server offers.
 A stored song keeps its server id in its path, ``subsonic://HOST/ID`` (:meth:`SubsonicClient.song_uri`).
@@ -18,7 +20,7 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
 
@@ -74,6 +76,14 @@ class ServerPlaylist:
     song_ids: tuple[str, ...]
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any ``user:password@`` in it replaced by ``***@``: what messages may show."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
 def server_song_id(path: str) -> str | None:
     """The server's song id in a stored song's path (``subsonic://HOST/ID``), or None for a file."""
     if not path.startswith(SCHEME):
@@ -89,16 +99,17 @@ class SubsonicClient:
         parts = urlsplit(url.strip())
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise SubsonicError(f"IMAGE2MOOD_SUBSONIC_URL must be an http(s) address such as "
-                                f"https://music.example.org, got {url!r}")
+                                f"https://music.example.org, got {redact_url(url.strip())!r}")
         if not api_key and not (user and password):
-            raise SubsonicError(f"the Subsonic server at {url} needs a login: set IMAGE2MOOD_SUBSONIC_USER and "
-                                "IMAGE2MOOD_SUBSONIC_PASSWORD (or IMAGE2MOOD_SUBSONIC_API_KEY)")
-        self.url = url.strip().rstrip("/")
-        self.host = parts.netloc
+            raise SubsonicError(f"the Subsonic server at {redact_url(url.strip())} needs a login: set "
+                                "IMAGE2MOOD_SUBSONIC_USER and IMAGE2MOOD_SUBSONIC_PASSWORD (or IMAGE2MOOD_SUBSONIC_API_KEY)")
+        self._base = url.strip().rstrip("/")
+        self.url = redact_url(self._base)  # the address as messages show it
+        self.host = parts.netloc.rpartition("@")[2]  # a login in the address never reaches a stored path
         self.user, self._password, self._api_key = user, password, api_key
         self._plain_password = False  # set once a server turns tokens down
         self._signed_in = False  # set by the first good answer: tokens work, or the password does
-        self._http = httpx.Client(timeout=timeout, follow_redirects=True)
+        self._http = httpx.Client(timeout=timeout, follow_redirects=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SubsonicClient:
@@ -241,7 +252,7 @@ class SubsonicClient:
         return response
 
     def _endpoint(self, method: str) -> str:
-        return f"{self.url}/rest/{method}"
+        return f"{self._base}/rest/{method}"
 
     def _params(self, extra: Mapping[str, Any]) -> dict[str, Any]:
         params: dict[str, Any] = {"v": API_VERSION, "c": CLIENT_NAME, "f": "json"}
@@ -270,7 +281,13 @@ class SubsonicClient:
         return self._answer(response, method)
 
     def _answer(self, response: httpx.Response, method: str) -> dict[str, Any]:
-        """The ``subsonic-response`` body of a good answer; a SubsonicError for anything else."""
+        """The ``subsonic-response`` body of a good answer; a SubsonicError for anything else (a redirect too)."""
+        if response.is_redirect:
+            target = response.url.join(response.headers["Location"]).copy_with(query=None, fragment=None)
+            where = redact_url(str(target).split("/rest/")[0])  # the server's address, as configured
+            raise SubsonicError(f"the Subsonic server at {self.url} redirects {method} to {where} "
+                                f"(HTTP {response.status_code}), and image2mood follows no redirects: set "
+                                "IMAGE2MOOD_SUBSONIC_URL to the address it redirects to")
         try:
             body = response.json()["subsonic-response"]
             status = body["status"]

@@ -15,6 +15,7 @@ from image2mood.config import Settings
 from image2mood.errors import Image2MoodError, StoreError
 from image2mood.models.lane import ModelLane
 from image2mood.recommend import Recommender, UnknownSongError
+from image2mood.subsonic import SubsonicError
 
 log = logging.getLogger(__name__)
 EXTENSION = "image2mood"
@@ -72,7 +73,9 @@ def _error(status: int, message: str):
 
 
 # Status for errors the core raises, most specific first; nothing a user causes is a 500.
-STATUS_FOR = ((UnknownSongError, 404), (StoreError, 503), (Image2MoodError, 400))
+STATUS_FOR = ((UnknownSongError, 404), (SubsonicError, 502), (StoreError, 503), (Image2MoodError, 400))
+MUSIC_SERVER_ERROR = "the music server could not be reached or refused the request; the service's log says why"
+"""All a browser learns of a music server's error: its message names the server's address (the log has it)."""
 
 
 def status_for(exc: Image2MoodError) -> int:
@@ -94,7 +97,7 @@ def _register_errors(app: Flask) -> None:
         status = status_for(exc)
         if status >= 500:
             log.error("%s", exc)
-        return _error(status, str(exc))
+        return _error(status, MUSIC_SERVER_ERROR if isinstance(exc, SubsonicError) else str(exc))
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
