@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from faces_data import face_folder, real_photos, wheels_dir  # noqa: F401
 from image2mood.library import song_id, store_info
 from image2mood.models import factory
 from image2mood.models.blip import Captioner
@@ -349,3 +350,38 @@ def test_a_bad_set_line_is_named(tiny_models: Path, tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert f"{bad}:2: give 'relevant'" in str(result.exception)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_tuning_query_is_the_vector_the_recommender_answers_with(
+        tiny_models: Path, face_folder: Path, real_photos: dict[str, Path], tmp_path: Path) -> None:
+    """For a photo with a face (real face models) and for a text, at an alpha other than the default, the
+    tool's query vector equals the one Recommender searches with: what the tool tunes is what users get."""
+    from image2mood.config import Settings
+    from image2mood.images import load_configured_photo
+    from image2mood.recommend import Options, Recommender
+
+    settings = Settings(_env_file=None, models=tiny_models, store=str(tmp_path / "store"), faces=face_folder)
+    alpha, text = 0.3, "rain on a quiet night"
+    set_path = tmp_path / "set.jsonl"
+    set_path.write_text(json.dumps({"id": "face", "photo": str(real_photos["astronaut.png"]), "labels": ["x"]}) + "\n"
+                        + json.dumps({"id": "text", "text": text, "labels": ["x"]}) + "\n")
+    cache = QueryCache(settings, tmp_path / "cache")
+    sweep = Sweep(settings, tmp_path, cache, lambda line: None)
+    knobs = Knobs(alpha, settings.projection_path(), MOOD_TEMPLATES, MOODS, None, None, 0.5,
+                  SongVectors(settings.windows_per_song, settings.window_seconds))
+    photo_qv, text_qv = query_vectors(load_set(set_path), cache, lambda line: None)
+    assert photo_qv.face_moods  # the face pulls
+    tool = [query_vector(qv, knobs, sweep.head(knobs.projection), sweep.space(MOODS, MOOD_TEMPLATES))
+            for qv in (photo_qv, text_qv)]
+
+    photo = load_configured_photo(real_photos["astronaut.png"].read_bytes(), "astronaut.png", settings)
+    with open_store(settings.store, info=store_info(factory.clap_encoder(settings), settings)) as store:
+        recommender = Recommender(settings, store)
+        answer = recommender.for_photo(photo, Options(alpha=alpha))
+        by_text = recommender.for_text(text)
+    assert answer.faces and answer.route == "fused" and answer.alpha == alpha
+    np.testing.assert_allclose(tool[0], answer.vector, atol=1e-5)
+    np.testing.assert_allclose(tool[1], by_text.vector, atol=1e-5)
+    unpulled = query_vector(photo_qv, dataclasses.replace(knobs, face_weight=0.0), sweep.head(knobs.projection),
+                            sweep.space(MOODS, MOOD_TEMPLATES))
+    assert np.abs(tool[0] - unpulled).max() > 1e-3  # the face did move the query
