@@ -2,8 +2,8 @@
 
 Each entry's location is the song's file path, or its ``/audio/<id>`` URL under a base URL, as the
 caller chooses. Tags come from files people did not write, so nothing in them can break the format:
-line breaks and control characters never reach an M3U8 line, and XSPF is written by ElementTree (which
-escapes markup) after characters that XML 1.0 cannot hold at all are dropped.
+line breaks and control characters (C0, C1, Unicode separators) never reach an M3U8 line, and XSPF is
+written by ElementTree (which escapes markup) after characters that XML 1.0 cannot hold are dropped.
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ from image2mood.store.base import Song
 XSPF_NS = "http://xspf.org/ns/0/"
 CREATOR = "image2mood"
 FORMATS = (".m3u8", ".m3u", ".xspf")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")  # nothing that ends or hides an M3U line
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+")
+"""What ends or hides an M3U line: C0 and C1 controls (NEL, U+0085, among them), DEL, the Unicode line
+and paragraph separators, and the bidirectional overrides that reorder what a line shows."""
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%~"  # what stays as it is when a URL is quoted (its own reserved characters)
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # XML 1.0's Char
 
 
@@ -113,7 +116,7 @@ def _m3u_location(location: str) -> str:
 def _uri(location: str) -> str:
     """XSPF locations are URIs: an http(s) or other URL as it is, a file path as a file:// URI."""
     if "://" in location:
-        return location
+        return quote(location, safe=_URL_SAFE)  # a control character in a URL becomes its %XX
     path = Path(location)
     return path.as_uri() if path.is_absolute() else quote(location)
 

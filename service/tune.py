@@ -51,7 +51,7 @@ def listing():
             and run.resolve().parent == folder] if folder.is_dir() else []  # what report_file would serve
     reports = [s for s in map(_summary, runs) if s is not None]
     reports.sort(key=lambda s: str(s["created"]), reverse=True)
-    return render_template("tune.html", folder=folder, reports=reports)
+    return render_template("tune.html", folder=folder.name, reports=reports)  # its name: no path of this machine
 
 
 @tune.get("/<name>/<filename>")
