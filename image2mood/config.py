@@ -115,9 +115,20 @@ class Settings(BaseSettings):
     results: Path = Field(
         default_factory=lambda: data_home() / "results",
         description="Folder of kept answers (caption, moods, query vector, song ids; a photo's thumbnail only "
-        "when its owner shares it), which /r/<id> and the playlist downloads read.",
+        "when its owner shares it), which /r/<id> and the playlist downloads read. An answer is written here "
+        "only once it is shared or its playlist is asked for.",
     )
     result_ttl_hours: float = Field(default=168.0, gt=0, description="Hours a kept answer lasts (default a week).")
+    results_max_count: int = Field(
+        default=10_000, ge=1, description="Most kept answers in the results folder; past it the oldest go first.")
+    results_max_mb: float = Field(
+        default=500.0, gt=0, description="Most megabytes of kept answers in the results folder; past it the "
+        "oldest go first.")
+    public_url: str | None = Field(
+        default=None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$",
+        description="The address people reach `serve` at (e.g. https://mood.example.org): the "
+        "base of playlist URLs and of the share page's og:url. Unset, the request's Host header is used.",
+    )
     connection_limit: int = Field(default=1000, ge=1, le=10_000,
                                   description="Most connections `serve` holds open at once.")
     channel_timeout: int = Field(default=30, ge=1, description="Seconds `serve` keeps a silent connection open.")

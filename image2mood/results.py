@@ -3,8 +3,13 @@
 A result holds the caption, the moods, the query vector, the songs' ids with their scores, moods and
 places on the mood map, and when it was made; the photo itself never, only a small JPEG thumbnail when
 the person chose to share it. Each result is one JSON file in a folder, written atomically, named by
-a random 128-bit id (checked strictly before any file is touched). Results expire after a set time:
-an expired one is not served, and expired files are swept away as new ones are saved.
+a random 128-bit id (checked strictly before any file is touched).
+
+An answer is not written when it is made: it is *held* in memory (the last :data:`HELD_ANSWERS`), and
+written only when someone *keeps* it: opens its share page, asks for its playlist or sends it to the
+music server. So a flood of searches fills no disk. Kept results expire after a set time (an expired
+one is not served), and the folder holds at most a set count and size: each write sweeps the expired
+ones away, then the oldest while the folder is over either cap.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import secrets
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +39,8 @@ if TYPE_CHECKING:  # recommend imports torch; reading a result should not
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{22}")
 """What ``secrets.token_urlsafe(16)`` makes: 16 random bytes, 22 URL-safe characters."""
 THUMBNAIL_PX = 320
-SWEEP_EVERY_S = 600.0
+HELD_ANSWERS = 1000
+"""Answers held in memory until kept (about 20 kB each, a shared photo's thumbnail up to 30 kB more)."""
 
 
 class ResultStoreError(Image2MoodError):
@@ -101,20 +108,88 @@ def result_from(rec: Recommendation, query: str | None = None, thumbnail: bytes 
 
 
 class ResultStore:
-    """A folder of results, one ``<id>.json`` each, kept for ``ttl_hours``."""
+    """A folder of kept results, one ``<id>.json`` each, kept for ``ttl_hours``, at most ``max_count`` files
+    and ``max_bytes`` bytes; and the answers held in memory until they are kept."""
 
-    def __init__(self, folder: Path, ttl_hours: float) -> None:
+    def __init__(self, folder: Path, ttl_hours: float, max_count: int = 10_000, max_bytes: int = 500 << 20,
+                 held: int = HELD_ANSWERS) -> None:
         self.folder, self.ttl_s = folder, ttl_hours * 3600
-        self._swept = 0.0
+        self.max_count, self.max_bytes, self.held = max_count, max_bytes, held
+        self._held: OrderedDict[str, SavedResult] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
     def configured(cls, settings: Settings) -> ResultStore:
-        """The results folder and lifetime the settings name (IMAGE2MOOD_RESULTS, IMAGE2MOOD_RESULT_TTL_HOURS)."""
-        return cls(settings.results.expanduser(), settings.result_ttl_hours)
+        """The results folder, lifetime and caps the settings name (IMAGE2MOOD_RESULTS, _RESULT_TTL_HOURS,
+        _RESULTS_MAX_COUNT, _RESULTS_MAX_MB)."""
+        return cls(settings.results.expanduser(), settings.result_ttl_hours, settings.results_max_count,
+                   int(settings.results_max_mb * (1 << 20)))
+
+    def hold(self, result: SavedResult) -> SavedResult:
+        """Remember ``result`` in memory (the oldest held one is forgotten past ``held``), to be kept on demand."""
+        with self._lock:
+            self._held[result.id] = result
+            while len(self._held) > self.held:
+                self._held.popitem(last=False)
+        return result
+
+    def keep(self, result_id: str) -> SavedResult | None:
+        """The kept result with this id; a held one is written now. None when the id is malformed, unknown
+        (never made, or forgotten before it was kept) or expired."""
+        if not valid_id(result_id):
+            return None
+        with self._lock:  # one writer per id: a second request for it finds the file
+            held = self._held.pop(result_id, None)
+            if held is not None and not self._expired(held.created):
+                self._write(held)
+                return held
+        return self.get(result_id)
 
     def save(self, result: SavedResult) -> SavedResult:
-        """Write ``result`` atomically (a crash leaves no half file); sweep expired ones now and then."""
+        """Write ``result`` now (a crash leaves no half file), then sweep the folder back within its caps."""
+        with self._lock:
+            self._write(result)
+        return result
+
+    def get(self, result_id: str) -> SavedResult | None:
+        """The kept result with this id, or None when the id is malformed, unknown, unreadable or expired."""
+        if not valid_id(result_id):
+            return None
+        try:
+            result = SavedResult.from_json(json.loads(self._path(result_id).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return None
+        return None if self._expired(result.created) else result
+
+    def sweep(self, keep: str | None = None) -> int:
+        """Delete the expired results (by their files' times: a result's file is written once), then the
+        oldest while the folder holds over ``max_count`` files or ``max_bytes`` bytes, never the file named
+        ``keep``; how many went."""
+        files: list[tuple[float, int, Path]] = []
+        removed = 0
+        for path in self.folder.glob("*.json"):
+            try:
+                stat = path.stat()
+                if self._expired(stat.st_mtime):
+                    path.unlink()
+                    removed += 1
+                else:
+                    files.append((stat.st_mtime, stat.st_size, path))
+            except OSError:
+                continue  # gone already, or not ours to remove
+        count, size = len(files), sum(f[1] for f in files)
+        for _, bytes_, path in sorted(f for f in files if f[2].name != keep):  # the oldest first
+            if count <= self.max_count and size <= self.max_bytes:
+                break
+            try:
+                path.unlink()
+                removed += 1
+            except OSError:
+                pass
+            count, size = count - 1, size - bytes_
+        return removed
+
+    def _write(self, result: SavedResult) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")
@@ -128,33 +203,7 @@ class ResultStore:
         except OSError as exc:
             raise ResultStoreError(f"cannot keep the answer in {self.folder}: {exc.strerror or exc}; "
                                    "set IMAGE2MOOD_RESULTS to a writable folder") from None
-        if time.time() - self._swept > SWEEP_EVERY_S:
-            self.sweep()
-        return result
-
-    def get(self, result_id: str) -> SavedResult | None:
-        """The result with this id, or None when the id is malformed, unknown, unreadable or expired."""
-        if not valid_id(result_id):
-            return None
-        try:
-            result = SavedResult.from_json(json.loads(self._path(result_id).read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError):
-            return None
-        return None if self._expired(result.created) else result
-
-    def sweep(self) -> int:
-        """Delete the expired results (by their files' times: a result's file is written once); how many."""
-        with self._lock:
-            self._swept = time.time()
-            removed = 0
-            for path in self.folder.glob("*.json"):
-                try:
-                    if self._expired(path.stat().st_mtime):
-                        path.unlink()
-                        removed += 1
-                except OSError:
-                    continue  # gone already, or not ours to remove
-            return removed
+        self.sweep(keep=f"{result.id}.json")
 
     def _expired(self, created: float) -> bool:
         return time.time() - created > self.ttl_s

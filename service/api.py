@@ -19,7 +19,7 @@ from image2mood.models.resolve import looks_like_path
 from image2mood.recommend import Options, Recommendation, Recommender
 from service.fields import PhotoForm, QueryOptions, SearchQuery, parse
 from service.openapi import openapi_document
-from service.share import keep
+from service.share import hold
 
 api = Blueprint("api", __name__, url_prefix="/api")
 log = logging.getLogger(__name__)
@@ -66,23 +66,26 @@ def recommend():
     options = _options(form)
     name = upload.filename or "the uploaded file"
     photo = load_configured_photo(upload.read(), name, recommender().settings)
+    client = request.remote_addr or ""  # whose photos the model memo may answer from (photo_memo)
     if request.args.get("stream", "").lower() in ("1", "true", "yes"):
-        return Response(stream_with_context(_events(recommender(), photo, options, form.share_photo)), mimetype=STREAM_TYPE,
+        events = _events(recommender(), photo, options, form.share_photo, client)
+        return Response(stream_with_context(events), mimetype=STREAM_TYPE,
                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-    return jsonify(photo_answer(recommender().for_photo(photo, options), photo, form.share_photo))
+    return jsonify(photo_answer(recommender().for_photo(photo, options, client=client), photo, form.share_photo))
 
 
 def photo_answer(rec: Recommendation, photo: Image.Image, share_photo: bool) -> dict:
     """The plain answer to a photo: the JSON body of POST /api/recommend and the streamed `answer` event.
-    It is kept (its ``result_id``), with a thumbnail of the photo only when the person chose to share it."""
-    return recommendation_json(rec, result_id=keep(rec, photo=photo if share_photo else None))
+    It is held to be kept on demand (its ``result_id``), with a thumbnail of the photo only when the person
+    chose to share it."""
+    return recommendation_json(rec, result_id=hold(rec, photo=photo if share_photo else None))
 
 
-def _events(r: Recommender, photo: Image.Image, options: Options, share_photo: bool) -> Iterator[str]:
+def _events(r: Recommender, photo: Image.Image, options: Options, share_photo: bool, client: str) -> Iterator[str]:
     """``?stream=1``: JSON lines, ``{"event": "songs", ...}`` (the image route, with a projection head) as soon
     as it is ready, then ``{"event": "answer", ...}`` (the plain answer); a failure ends it with an ``error``."""
     try:
-        for kind, rec in r.stream_photo(photo, options):
+        for kind, rec in r.stream_photo(photo, options, client):
             body = photo_answer(rec, photo, share_photo) if kind == "answer" else recommendation_json(rec)
             yield json.dumps({"event": kind, **body}, ensure_ascii=False) + "\n"
     except Image2MoodError as exc:  # the status the plain answer would have had
@@ -100,14 +103,14 @@ def _events(r: Recommender, photo: Image.Image, options: Options, share_photo: b
 def search():
     query = parse(SearchQuery, request.args.to_dict())
     answer = recommender().for_text(query.q, _options(query))
-    return jsonify({"query": query.q, **recommendation_json(answer, result_id=keep(answer, query=query.q))})
+    return jsonify({"query": query.q, **recommendation_json(answer, result_id=hold(answer, query=query.q))})
 
 
 @api.get("/songs/<song_id>/similar")
 def similar(song_id: str):
     song, rec = recommender().similar(song_id, _options())
     label = " — ".join(part for part in (song.title, song.artist) if part)
-    return jsonify({"song": song_json(song), **recommendation_json(rec, result_id=keep(rec, query=label))})
+    return jsonify({"song": song_json(song), **recommendation_json(rec, result_id=hold(rec, query=label))})
 
 
 @api.get("/openapi.json")

@@ -64,8 +64,9 @@ def openapi_document() -> dict[str, Any]:
     ranked = {"allOf": [_ref("Song"), {"type": "object", "required": ["score", "moods"], "properties": {
         "score": {"type": "number"}, "moods": {"type": "array", "items": _ref("Mood")}, **place}}]}
     results = {"type": "object", "required": ["route", "moods", "songs"], "properties": {
-        "result_id": {"type": "string", "description": "The kept answer: /r/<result_id> is its page to share, "
-                      "/api/results/<result_id>/playlist.m3u8 and .xspf its playlists (absent if it could not be kept)."},
+        "result_id": {"type": "string", "description": "The answer, held to be kept on demand: /r/<result_id> is "
+                      "its page to share, /api/results/<result_id>/playlist.m3u8 and .xspf its playlists; the "
+                      "first of them, a push or POST /api/results/<result_id>/keep keeps it."},
         **place,
         "route": {"type": "string", "enum": ["fused", "image", "caption", "text", "song"]},
         "moods": {"type": "array", "items": _ref("Mood")},
@@ -132,6 +133,15 @@ def openapi_document() -> dict[str, Any]:
                               "404": _ERRORS["404"]}}},
             "/api/results/{result_id}/playlist.m3u8": _playlist("m3u8"),
             "/api/results/{result_id}/playlist.xspf": _playlist("xspf"),
+            "/api/results/{result_id}/keep": {"post": {
+                "summary": "Keep an answer (its page and playlists then last the configured hours).",
+                "parameters": [{"name": "result_id", "in": "path", "required": True,
+                                "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}}],
+                "responses": {"200": {"description": "Kept.", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["result_id", "page", "expires"], "properties": {
+                        "result_id": {"type": "string"}, "page": {"type": "string", "format": "uri"},
+                        "expires": {"type": "integer", "description": "Unix time it expires."}}}}}},
+                              "404": {**_ERRORS["404"], "description": "Unknown, forgotten or expired result id."}}}},
             "/api/results/{result_id}/push": {"post": {
                 "summary": "Send a kept answer's songs from the music server to it, as a playlist.",
                 "parameters": [{"name": "result_id", "in": "path", "required": True,

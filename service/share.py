@@ -1,5 +1,9 @@
-"""Kept answers, shared: the page /r/<id>, the playlists /api/results/<id>/playlist.m3u8 and .xspf, and
-POST /api/results/<id>/push, which sends the answer's songs to the configured music server as a playlist.
+"""Kept answers, shared: the page /r/<id>, the playlists /api/results/<id>/playlist.m3u8 and .xspf,
+POST /api/results/<id>/push, which sends the answer's songs to the configured music server as a playlist,
+and POST /api/results/<id>/keep, which keeps an answer without opening any of them.
+
+An answer is held in memory when it is made; the first of these to name its id writes it to the
+results folder (:mod:`image2mood.results`), where it lasts. A flood of searches writes nothing.
 
 The page shows the answer as it was asked (the photo's thumbnail only if its owner shared it, the
 caption, the moods, the songs with players and the mood map as inline SVG), with Open Graph tags for
@@ -15,14 +19,14 @@ from typing import Any
 from flask import Blueprint, Response, current_app, render_template, request, url_for
 from flask.blueprints import BlueprintSetupState
 from PIL import Image
-from werkzeug.exceptions import BadGateway, NotFound
+from werkzeug.exceptions import BadRequest, NotFound, ServiceUnavailable
 
 from image2mood import playlists
 from image2mood.answers import song_json
 from image2mood.recommend import Recommendation, Recommender
 from image2mood.results import ResultStore, ResultStoreError, SavedResult, result_from, thumbnail_jpeg
 from image2mood.store.base import Song
-from image2mood.subsonic import SubsonicClient, SubsonicError, server_song_id
+from image2mood.subsonic import SubsonicClient, server_song_id
 from service.fields import PushForm, parse
 
 share = Blueprint("share", __name__)
@@ -41,15 +45,18 @@ def results_store() -> ResultStore:
     return current_app.extensions[RESULTS]
 
 
-def keep(rec: Recommendation, query: str | None = None, photo: Image.Image | None = None) -> str | None:
-    """Keep an answer (with a thumbnail of ``photo`` when given: the person chose to share it); its result_id,
-    or None when the results folder cannot be written (the answer is still given, and the log says why)."""
+def hold(rec: Recommendation, query: str | None = None, photo: Image.Image | None = None) -> str:
+    """Hold an answer in memory, to be kept on demand (with a thumbnail of ``photo`` when given: the person
+    chose to share it); its result_id."""
     thumbnail = thumbnail_jpeg(photo) if photo is not None else None
-    try:
-        return results_store().save(result_from(rec, query=query, thumbnail=thumbnail)).id
-    except ResultStoreError as exc:
-        log.error("%s", exc)
-        return None
+    return results_store().hold(result_from(rec, query=query, thumbnail=thumbnail)).id
+
+
+def public_url(path: str) -> str:
+    """``path`` (as url_for makes it) as an absolute URL: under IMAGE2MOOD_PUBLIC_URL when that is set,
+    else under the host this request named."""
+    base = _recommender().settings.public_url
+    return (base or request.host_url).rstrip("/") + path
 
 
 def _recommender() -> Recommender:
@@ -62,8 +69,17 @@ def _songs(result: SavedResult) -> list[tuple[Song, dict[str, Any]]]:
     return [(found[saved["id"]], saved) for saved in result.songs if saved["id"] in found]
 
 
+def _kept_or_none(result_id: str) -> SavedResult | None:
+    """The kept answer (a held one is kept now), or None; a folder that cannot be written is a 503."""
+    try:
+        return results_store().keep(result_id)
+    except ResultStoreError as exc:
+        log.error("%s", exc)
+        raise ServiceUnavailable("the answer cannot be kept now; the service's log says why") from None
+
+
 def _kept(result_id: str) -> SavedResult:
-    result = results_store().get(result_id)
+    result = _kept_or_none(result_id)
     if result is None:
         raise NotFound(f"no answer {result_id!r}: the link is wrong, or the answer has expired")
     return result
@@ -89,7 +105,7 @@ def _length(seconds: float) -> str | None:
 
 @share.get("/r/<path:result_id>")  # any path: a mangled link gets the friendly page too
 def page(result_id: str):
-    result = results_store().get(result_id)
+    result = _kept_or_none(result_id)
     if result is None:
         return render_template("share.html", result=None), 404
     songs = _songs(result)
@@ -97,8 +113,8 @@ def page(result_id: str):
         "share.html", result=result, headline=headline(result), marks=map_marks(result, songs),
         songs=[{**song_json(song), **saved, "length": _length(song.duration)} for song, saved in songs],
         description=", ".join(m["en"] for m in result.moods) + " · " + ", ".join(m["ko"] for m in result.moods),
-        page_url=request.base_url,
-        thumbnail_url=url_for("share.thumbnail", result_id=result.id, _external=True) if result.thumbnail else None)
+        page_url=public_url(url_for("share.page", result_id=result.id)),
+        thumbnail_url=public_url(url_for("share.thumbnail", result_id=result.id)) if result.thumbnail else None)
 
 
 @share.get("/r/<result_id>/photo.jpg")
@@ -115,10 +131,18 @@ def playlist(result_id: str, kind: str):
     if kind not in PLAYLIST_TYPES:
         raise NotFound(f"playlists are .m3u8 or .xspf, not .{kind}")
     result = _kept(result_id)
-    tracks = playlists.entries([song for song, _ in _songs(result)], base_url=request.host_url)
+    tracks = playlists.entries([song for song, _ in _songs(result)], base_url=public_url("/"))
     body = playlists.render(f".{kind}", tracks, title=headline(result))
     return Response(body, content_type=PLAYLIST_TYPES[kind],
                     headers={"Content-Disposition": f'attachment; filename="image2mood-{result.id}.{kind}"'})
+
+
+@share.post("/api/results/<result_id>/keep")
+def keep(result_id: str):
+    """Keep an answer (written to the results folder now) without opening its page or playlist."""
+    result = _kept(result_id)
+    return {"result_id": result.id, "page": public_url(url_for("share.page", result_id=result.id)),
+            "expires": round(result.created + results_store().ttl_s)}
 
 
 @share.post("/api/results/<result_id>/push")
@@ -130,12 +154,9 @@ def push(result_id: str):
         raise NotFound("this service has no music server: set IMAGE2MOOD_SUBSONIC_URL (and _USER, _PASSWORD)")
     form = parse(PushForm, request.form)
     songs = [song for song, _ in _songs(_kept(result_id))]
-    try:
-        with SubsonicClient.from_settings(settings) as server:
-            pushed = server.push_songs(form.name, songs)
-    except SubsonicError as e:
-        if not any(server_song_id(song.path) for song in songs):
-            raise  # a 400: none of the answer's songs is on the server
-        log.warning("push of %s: %s", result_id, e)
-        raise BadGateway("the music server did not take the playlist; the service's log says why") from None
+    if not any(server_song_id(song.path) for song in songs):
+        raise BadRequest("none of this answer's songs came from the music server, so no playlist was made; "
+                         "index its songs with `image2mood index subsonic`")
+    with SubsonicClient.from_settings(settings) as server:  # its errors: a generic 502 (service.app)
+        pushed = server.push_songs(form.name, songs)
     return {"name": pushed.name, "songs": len(pushed.song_ids)}

@@ -152,6 +152,7 @@ def test_answer_carries_result_id_and_mood_map_places(server, noise_photo: bytes
     assert valid_id(answer["result_id"])
     for place in (answer, *answer["songs"]):
         assert -1 <= place["valence"] <= 1 and -1 <= place["arousal"] <= 1, place
+    assert fetch(f"{base}/r/{answer['result_id']}")[0] == 200  # opening its page keeps it
     kept = json.loads((results_folder(work) / f"{answer['result_id']}.json").read_text())
     assert kept["caption"] == answer["caption"] and kept["thumbnail"] is None
     assert [s["id"] for s in kept["songs"]] == [s["id"] for s in answer["songs"]]
