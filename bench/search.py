@@ -52,7 +52,7 @@ def vectors(n: int, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np
 
 def fill(folder: Path, library: np.ndarray) -> tuple[object, float, float]:
     """A store holding ``library``; returns it with upsert and optimize seconds."""
-    store = open_store(str(folder), info=StoreInfo("bench", DIM, "bench", "bench"))
+    store = open_store(str(folder), info=StoreInfo("bench", "bench", DIM, "bench", "bench"))
     started = time.perf_counter()
     for first in range(0, len(library), 1000):
         store.upsert([Song(id=str(uuid.UUID(int=i + 1)), path=f"/music/{i}.mp3", content_hash=str(i),

@@ -43,6 +43,8 @@ class ClapIdentity(Protocol):
     @property
     def name(self) -> str: ...
     @property
+    def fingerprint(self) -> str: ...
+    @property
     def dim(self) -> int: ...
     @property
     def preprocessing(self) -> str: ...
@@ -51,8 +53,8 @@ class ClapIdentity(Protocol):
 def store_info(encoder: ClapIdentity, settings: Settings) -> StoreInfo:
     """What a store built by this CLAP model and these settings records about itself."""
     windowing = windowing_label(settings.windows_per_song, settings.window_seconds)
-    return StoreInfo(clap_model=encoder.name, dim=encoder.dim, windowing=windowing,
-                     preprocessing=encoder.preprocessing)
+    return StoreInfo(clap_model=encoder.name, clap_fingerprint=encoder.fingerprint, dim=encoder.dim,
+                     windowing=windowing, preprocessing=encoder.preprocessing)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,10 +13,9 @@ import numpy as np
 
 from image2mood.answers import library_song_json
 from image2mood.config import Settings
-from image2mood.errors import StoreError, StoreLockedError
+from image2mood.errors import StoreError, StoreLockedError, StoreMismatchError
 from image2mood.paths import shown_path
-from image2mood.store import Song, SongStore, open_configured_store, windowing_label
-from image2mood.store.base import check_info
+from image2mood.store import Song, SongStore, StoreInfo, open_configured_store
 from image2mood.text import json_line, printable
 from cli_options import store_option, with_store
 from indexer.options import WindowCount
@@ -69,8 +67,12 @@ def index(settings: Settings, paths: tuple[Path | str, ...], store: str | None, 
     if dry_run:
         _list_prunable(settings, roots)
         return
+    from image2mood.library import store_info
+
     with ExitStack() as stack:
-        song_store = _existing_store(settings)  # locked, and its record checked, before the slow model load
+        encoder = _pending_clap(settings)  # found, and read from its files; loaded only when a song needs it
+        wanted = store_info(encoder.facts, settings)
+        song_store = _existing_store(settings, wanted)  # locked, and its record checked, before the slow model load
         if song_store is not None:
             stack.enter_context(song_store)
         from indexer.pipeline import Indexer, all_unchanged
@@ -82,13 +84,8 @@ def index(settings: Settings, paths: tuple[Path | str, ...], store: str | None, 
             if unchanged is not None:
                 click.echo(unchanged.summary())
                 return
-        encoder = _pending_clap(settings)
-        from image2mood.library import store_info
-
         if song_store is None:
-            song_store = stack.enter_context(open_configured_store(settings, store_info(encoder.facts, settings)))
-        else:
-            check_info(song_store.location, song_store.info, store_info(encoder.facts, settings))
+            song_store = stack.enter_context(open_configured_store(settings, wanted))
         indexer = Indexer(song_store, encoder, settings, on_stored=_print_stored if verbose else None)
         try:
             if server is not None:
@@ -124,24 +121,15 @@ def _music_server(settings: Settings, paths: tuple[Path | str, ...], dry_run: bo
     return client
 
 
-def _existing_store(settings: Settings) -> SongStore | None:
-    """The configured store if it exists, opened (locked) and checked against what the settings say of
-    the model and windowing; None when this run is to create it. A locked store raises at once."""
+def _existing_store(settings: Settings, wanted: StoreInfo) -> SongStore | None:
+    """The configured store if it exists, opened (locked) to write what ``wanted`` describes, checked (see
+    SongStore.check); None when this run is to create it. A locked or mismatched store raises at once."""
     try:
-        song_store = open_configured_store(settings, info=None, create=False)
-    except StoreLockedError:
+        return open_configured_store(settings, info=wanted, create=False)
+    except (StoreLockedError, StoreMismatchError):
         raise
     except StoreError:
         return None  # not made yet (or unreadable: then creating it below says why)
-    # What is known before the model loads; its dimension and preprocessing are checked once it has.
-    wanted = replace(song_store.info, clap_model=settings.model_spec("clap"),
-                     windowing=windowing_label(settings.windows_per_song, settings.window_seconds))
-    try:
-        check_info(song_store.location, song_store.info, wanted)
-    except StoreError:
-        song_store.close()
-        raise
-    return song_store
 
 
 def _load_clap(settings: Settings) -> ClapEncoder:
@@ -201,7 +189,8 @@ def songs(settings: Settings, store: str | None, as_json: bool, map_file: Path |
                 line = f"{song.artist or '?'} - {song.title}  [{song.album or '-'}]  {minutes}:{seconds:02d}"
                 click.echo(f"{printable(line)}  {shown_path(song.path)}")
         if not as_json:
-            click.echo(f"{len(listed)} songs in {song_store.location}", err=True)
+            click.echo(f"{len(listed)} songs in {song_store.location}, built with {song_store.info.describe()}",
+                       err=True)
 
 
 def _draw_map(settings: Settings, song_store: SongStore, path: Path) -> None:
@@ -212,7 +201,7 @@ def _draw_map(settings: Settings, song_store: SongStore, path: Path) -> None:
     from indexer.library_map import plot_library
 
     encoder = _load_clap(settings)
-    check_info(song_store.location, song_store.info, store_info(encoder, settings))  # the same CLAP made the songs
+    song_store.check(store_info(encoder, settings), "read")  # the same CLAP weights made the songs
     space = MoodSpace(encoder.encode_text)
     mood_map = MoodMap(encoder.encode_text, space.vectors)
     listed = list(song_store.scroll(with_vectors=True))

@@ -273,7 +273,8 @@ def test_a_locked_or_mismatched_store_fails_before_clap_loads(
     library, store = tmp_path / "music", tmp_path / "store"
     library.mkdir()
     write_tone(library / "a.flac", 2, 440)
-    info = StoreInfo(clap_model=str(tiny_models / "clap"), dim=8, windowing="6x10.0s", preprocessing="any")
+    info = StoreInfo(clap_model=str(tiny_models / "clap"), clap_fingerprint=None, dim=8, windowing="6x10.0s",
+                     preprocessing="any")
     with open_store(str(store), info=info):  # held here: flock conflicts across open files, as across processes
         locked = run_cli(["index", str(library), "--store", str(store)], cli_env, tmp_path)
     assert locked.returncode == 1

@@ -29,7 +29,8 @@ pytestmark = [
 ]
 
 DIM = 8
-INFO = StoreInfo(clap_model="test/clap-tiny", dim=DIM, windowing=windowing_label(6, 10), preprocessing="laion-int16/1")
+INFO = StoreInfo(clap_model="test/clap-tiny", clap_fingerprint="0123456789abcdef", dim=DIM,
+                 windowing=windowing_label(6, 10), preprocessing="laion-int16/1")
 Opener = Callable[..., SongStore]
 
 
@@ -212,7 +213,7 @@ def test_filters(store: SongStore) -> None:
 def test_info_mismatch_names_store_and_fix(opener: Opener) -> None:
     opener().close()
     for changed in (
-        replace(INFO, clap_model="other/clap"),
+        replace(INFO, clap_model="other/clap", clap_fingerprint="fedcba9876543210"),
         replace(INFO, dim=DIM * 2),
         replace(INFO, windowing=windowing_label(3, 5)),
     ):
@@ -307,7 +308,8 @@ def test_embedded_layout_and_unreadable_info(tmp_path: Path) -> None:
     folder = tmp_path / "store"
     open_store(str(folder), info=INFO).close()
     assert json.loads((folder / "store.json").read_text()) == {
-        "clap_model": "test/clap-tiny", "dim": 8, "windowing": "6x10.0s", "preprocessing": "laion-int16/1"}
+        "clap_model": "test/clap-tiny", "clap_fingerprint": "0123456789abcdef", "dim": 8, "windowing": "6x10.0s",
+        "preprocessing": "laion-int16/1"}
     (folder / "store.json").write_text("{not json")
     with pytest.raises(StoreError, match="store.json"):
         open_store(str(folder), info=INFO)

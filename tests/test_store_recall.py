@@ -16,7 +16,8 @@ from image2mood.store.base import EXACT_SEARCH_LIMIT, VECTOR_NAME
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant")
 
 DIM = 512
-INFO = StoreInfo(clap_model="test/recall", dim=DIM, windowing="6x10.0s", preprocessing="laion-int16/1")
+INFO = StoreInfo(clap_model="test/recall", clap_fingerprint="recall", dim=DIM, windowing="6x10.0s",
+                 preprocessing="laion-int16/1")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 from image2mood.config import Settings
 from image2mood.models import factory
-from image2mood.models.projection import ProjectionConfig, ProjectionHead, model_fingerprint, save_projection
+from image2mood.models.fingerprint import model_fingerprint
+from image2mood.models.projection import ProjectionConfig, ProjectionHead, save_projection
 from image2mood.models.resolve import resolve_model
 from training.data import DataError, Dataset, Pair, split
 from training.features import FeatureCache

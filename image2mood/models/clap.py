@@ -13,6 +13,7 @@ import torch
 from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
 from image2mood.models.clap_facts import AUDIO_PREPROCESSING
+from image2mood.models.fingerprint import model_fingerprint
 from image2mood.models.loading import checked_tokenizer, load_or_explain
 from image2mood.models.precision import Precision, uses_bf16
 from image2mood.models.resolve import ResolvedModel
@@ -48,6 +49,7 @@ class ClapEncoder:
         ``text_precision``: the text tower's (queries and mood prompts only)."""
         folder = resolved.folder
         self.name = resolved.spec
+        self.fingerprint = model_fingerprint(resolved)  # what a store records of these weights
         self.device = torch.device(device)
         self.model = load_or_explain(resolved, lambda: ClapModel.from_pretrained(folder)).eval().to(self.device)
         self.features = load_or_explain(resolved, lambda: ClapFeatureExtractor.from_pretrained(folder))

@@ -1,7 +1,7 @@
 """What a CLAP model folder says about itself, read from its JSON files without importing torch.
 
-The indexer needs a model's sample rate (to decode) and what a store records (name, dimension,
-preprocessing) before the model loads, so that decoding runs while torch and transformers import.
+The indexer needs a model's sample rate (to decode) and what a store records (name, fingerprint,
+dimension, preprocessing) before the model loads, so that decoding runs while torch and transformers import.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from image2mood.errors import ModelLoadError
+from image2mood.models.fingerprint import model_fingerprint
 from image2mood.models.resolve import ResolvedModel
 
 AUDIO_PREPROCESSING = "laion-int16/1"
@@ -26,6 +27,7 @@ class ClapFacts:
     """A CLAP model's identity as a store records it, and the rate its audio is decoded at."""
 
     name: str
+    fingerprint: str
     dim: int
     sample_rate: int
     preprocessing: str = AUDIO_PREPROCESSING
@@ -37,7 +39,8 @@ def read_clap_facts(resolved: ResolvedModel) -> ClapFacts:
     features = _json(resolved.folder / "preprocessor_config.json")
     if not features:  # newer transformers keep the feature extractor's settings in processor_config.json
         features = _json(resolved.folder / "processor_config.json").get("feature_extractor", {})
-    return ClapFacts(name=resolved.spec, dim=int(config.get("projection_dim", DEFAULT_DIM)),
+    return ClapFacts(name=resolved.spec, fingerprint=model_fingerprint(resolved),
+                     dim=int(config.get("projection_dim", DEFAULT_DIM)),
                      sample_rate=int(features.get("sampling_rate", DEFAULT_SAMPLE_RATE)))
 
 

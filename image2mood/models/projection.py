@@ -7,7 +7,6 @@ The trainer writes it; the query path loads it and refuses one made for other mo
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,24 +14,10 @@ import torch
 from torch import nn
 
 from image2mood.errors import ModelLoadError
-from image2mood.models.resolve import WEIGHT_PATTERNS, ResolvedModel
+from image2mood.models.fingerprint import model_fingerprint
+from image2mood.models.resolve import ResolvedModel
 
 FORMAT = "image2mood-projection/1"
-_CONFIG_FILES = ("open_clip_config.json", "config.json")
-
-
-def model_fingerprint(resolved: ResolvedModel) -> str:
-    """A short content hash of a model folder (its config and the start of its weights): the same
-    model moved or reached by another spec keeps it, another model does not."""
-    digest = hashlib.sha256()
-    for name in _CONFIG_FILES:
-        if (resolved.folder / name).is_file():
-            digest.update((resolved.folder / name).read_bytes())
-    weights = sorted(p for pattern in WEIGHT_PATTERNS for p in resolved.folder.glob(pattern))
-    if weights:
-        with weights[0].open("rb") as fh:
-            digest.update(fh.read(1 << 20))
-    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

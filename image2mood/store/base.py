@@ -13,14 +13,21 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Self
 
 import numpy as np
 
 from image2mood.config import Settings
-from image2mood.errors import StoreError, StoreMismatchError
+from image2mood.errors import StoreError
+from image2mood.store.identity import (  # re-exported (``X as X``): other modules import these from here
+    LEGACY_PREPROCESSING as LEGACY_PREPROCESSING,
+    StoreInfo as StoreInfo,
+    windowing_label as windowing_label,
+    Access,
+    check_info,
+)
 
 VECTOR_NAME = "audio"
 """The named vector that holds a song's CLAP audio embedding."""
@@ -132,58 +139,6 @@ class SongFilter:
         return self.min_duration is not None or self.max_duration is not None
 
 
-LEGACY_PREPROCESSING = "raw-float32/0"
-"""The audio preprocessing of stores that record none: windows went to the log-mel as decoded."""
-
-
-@dataclass(frozen=True)
-class StoreInfo:
-    """What built the vectors in a store; vectors built otherwise cannot be mixed with them."""
-
-    clap_model: str
-    dim: int
-    windowing: str
-    preprocessing: str
-    """How audio windows were prepared for CLAP (e.g. ``"laion-int16/1"``)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StoreInfo:
-        """Read a recorded info; one written before preprocessing was recorded has the legacy one."""
-        return cls(clap_model=str(data["clap_model"]), dim=int(data["dim"]), windowing=str(data["windowing"]),
-                   preprocessing=str(data.get("preprocessing", LEGACY_PREPROCESSING)))
-
-    def describe(self) -> str:
-        return (f"CLAP model {self.clap_model!r} (dim {self.dim}, windowing {self.windowing}, "
-                f"audio preprocessing {self.preprocessing})")
-
-
-def windowing_label(windows_per_song: int, window_seconds: float) -> str:
-    """The canonical ``windowing`` string, e.g. ``"6x10.0s"``."""
-    return f"{windows_per_song or 'all'}x{float(window_seconds)}s"
-
-
-def check_info(location: str, recorded: StoreInfo, wanted: StoreInfo | None) -> None:
-    """Raise StoreMismatchError when the configured model, windowing or preprocessing differs from the
-    recorded one, with the fix: re-index, or (for a model or windowing) configure what built it."""
-    if wanted is None or wanted == recorded:
-        return
-    reindex = "Re-index the library into a new store: `image2mood index MUSIC_DIR --store NEW`"
-    if replace(recorded, preprocessing=wanted.preprocessing) == wanted:
-        fix = (f"this version of image2mood prepares audio as {wanted.preprocessing}, as LAION-CLAP does "
-               f"(clipped to ±1 and rounded through int16). {reindex}, or remove the old store and index "
-               "again into its place.")
-    else:
-        fix = (f"{reindex}, or set IMAGE2MOOD_CLAP_MODEL (and IMAGE2MOOD_WINDOWS_PER_SONG / "
-               "IMAGE2MOOD_WINDOW_SECONDS) back to what built it.")
-    raise StoreMismatchError(
-        f"the store at {location} was built with {recorded.describe()}, but the configuration now says "
-        f"{wanted.describe()}; its vectors cannot be mixed. {fix}"
-    )
-
-
 def canonical_id(value: str) -> str:
     """A point id as the canonical UUID string; anything else is a StoreError."""
     try:
@@ -266,6 +221,16 @@ class SongStore(ABC):
             self._counted = (self.count(), now)
         return self._counted[0]
 
+    def check(self, wanted: StoreInfo, access: Access) -> None:
+        """Refuse (StoreMismatchError) to ``access`` the store with what ``wanted`` describes unless its
+        vectors can be mixed with the store's (:func:`check_info`); a writer also records the fingerprint
+        of the weights in a record that lacks it."""
+        kept = check_info(self.location, self.info, wanted, access)
+        if kept != self.info:
+            with self._errors():
+                self._record_info(kept)
+            self.info = kept
+
     def count(self) -> int:
         """How many songs the store holds."""
         with self._errors():
@@ -330,6 +295,10 @@ class SongStore(ABC):
 
     @abstractmethod
     def _count(self) -> int: ...
+
+    @abstractmethod
+    def _record_info(self, info: StoreInfo) -> None:
+        """Replace the store's record of what built its vectors, durably."""
 
     @abstractmethod
     def _optimize(self) -> None: ...

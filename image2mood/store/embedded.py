@@ -33,9 +33,8 @@ from image2mood.store.base import (
     Song,
     SongFilter,
     SongStore,
-    StoreInfo,
-    check_info,
 )
+from image2mood.store.identity import Access, StoreInfo
 
 INFO_FILE = "store.json"
 LOCK_FILE = "store.lock"
@@ -47,10 +46,11 @@ class EmbeddedStore(SongStore):
 
     kind = "embedded"
 
-    def __init__(self, folder: str | os.PathLike[str], *, info: StoreInfo | None, create: bool = True) -> None:
+    def __init__(self, folder: str | os.PathLike[str], *, info: StoreInfo | None, create: bool = True,
+                 access: Access = "write") -> None:
         root = Path(folder).expanduser()
         self.location = str(root)
-        info_path = root / INFO_FILE
+        self._info_path = info_path = root / INFO_FILE
         if not info_path.is_file() and not (create and info is not None):
             raise StoreError(f"no store at {root}; run `image2mood index MUSIC_DIR` first")
         try:
@@ -59,23 +59,26 @@ class EmbeddedStore(SongStore):
         except OSError as e:
             raise StoreError(f"cannot open the store folder {root}: {e}") from e
         try:
-            self.info, self._shard = self._open(root, info)
+            self._shard = self._open(root, info, access)
         except BaseException:
             self._lock.close()
             raise
 
-    def _open(self, root: Path, info: StoreInfo | None) -> tuple[StoreInfo, qe.EdgeShard]:
-        info_path, shard_path = root / INFO_FILE, root / SHARD_DIR
-        recorded = _read_info(info_path)
+    def _open(self, root: Path, info: StoreInfo | None, access: Access) -> qe.EdgeShard:
+        """Read (or write) the record, check it, then load (or make) the shard."""
+        shard_path = root / SHARD_DIR
+        recorded = _read_info(self._info_path)
         if recorded is None:
             assert info is not None  # the constructor refused to create without info
-            _write_info(info_path, info)
+            _write_info(self._info_path, info)
             recorded = info
-        check_info(self.location, recorded, info)
+        self.info = recorded
+        if info is not None:
+            self.check(info, access)
         try:
             if (shard_path / "edge_config.json").is_file():
-                return recorded, qe.EdgeShard.load(str(shard_path), _edge_config(recorded.dim))
-            return recorded, _create_shard(shard_path, recorded.dim)
+                return qe.EdgeShard.load(str(shard_path), _edge_config(self.info.dim))
+            return _create_shard(shard_path, self.info.dim)
         except Exception as e:
             if "WouldBlock" in str(e):
                 raise _locked(root) from e
@@ -121,6 +124,9 @@ class EmbeddedStore(SongStore):
         if self._size() > self.exact_limit:
             self._shard.optimize()
             self._shard.flush()
+
+    def _record_info(self, info: StoreInfo) -> None:
+        _write_info(self._info_path, info)
 
     def _close(self) -> None:
         if self._lock.closed:

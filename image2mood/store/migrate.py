@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from image2mood.errors import StoreError, StoreMismatchError
+from image2mood.errors import Image2MoodError, StoreError, StoreMismatchError
 from image2mood.store import Song, SongStore, open_store
+from image2mood.store.identity import weights_fingerprint
 
 BATCH = 1024
 """Songs read from the source and written to the target per step (an embedded target flushes each: 0.25 s here)."""
@@ -51,14 +53,19 @@ class MigrationPlan:
 
 def open_target(location: str, source: SongStore, *, api_key: str | None = None,
                 collection: str = "songs") -> SongStore:
-    """Open, or make, the store at ``location`` to receive ``source``'s songs; it records the same StoreInfo.
+    """Open, or make, the store at ``location`` to receive ``source``'s songs; it records the same StoreInfo,
+    with the fingerprint of the weights where an old source lacks it and its model's name finds them here.
 
-    Refuses the source itself, and a target whose vectors were built another way.
+    Refuses the source itself, and a target whose vectors were built another way (by other weights, or
+    windowed otherwise).
     """
     if source.kind == "embedded" and Path(location).expanduser().resolve() == Path(source.location).resolve():
         raise _into_itself(source)
+    info = source.info
+    with suppress(Image2MoodError, OSError):  # not found here: the target keeps the name only, as the source
+        info = replace(info, clap_fingerprint=weights_fingerprint(info))
     try:
-        return open_store(location, info=source.info, api_key=api_key, collection=collection)
+        return open_store(location, info=info, api_key=api_key, collection=collection, access="write")
     except StoreMismatchError:
         with open_store(location, info=None, api_key=api_key, collection=collection, create=False) as other:
             raise StoreMismatchError(

@@ -24,9 +24,8 @@ from image2mood.store.base import (
     Song,
     SongFilter,
     SongStore,
-    StoreInfo,
-    check_info,
 )
+from image2mood.store.identity import Access, StoreInfo
 
 METADATA_KEY = "image2mood"
 _NO_GRAPH = models.HnswConfigDiff(m=0)
@@ -50,6 +49,7 @@ class ServerStore(SongStore):
         api_key: str | None = None,
         collection: str = "songs",
         create: bool = True,
+        access: Access = "write",
         client: QdrantClient | None = None,
     ) -> None:
         """``client``: an existing client to share (then ``location`` only names it and close() leaves it open)."""
@@ -67,17 +67,19 @@ class ServerStore(SongStore):
             raise StoreError(f"cannot open the store at {self.location}: {e}") from e
         try:
             with self._errors():
-                self.info = self._open(info, create)
+                self._open(info, create, access)
         except BaseException:
             self._close()
             raise
 
-    def _open(self, info: StoreInfo | None, create: bool) -> StoreInfo:
+    def _open(self, info: StoreInfo | None, create: bool, access: Access) -> None:
+        """Make the collection, or read its record and check it (``self.info`` is set either way)."""
         if not self._client.collection_exists(self._collection):
             if not (create and info is not None):
                 raise StoreError(f"no store at {self.location}; run `image2mood index MUSIC_DIR` first")
             self._create(info)
-            return info
+            self.info = info
+            return
         config = self._client.get_collection(self._collection).config
         metadata = config.metadata or {}
         if METADATA_KEY not in metadata:
@@ -85,12 +87,12 @@ class ServerStore(SongStore):
                 f"the collection at {self.location} was not created by image2mood (no {METADATA_KEY!r} "
                 "metadata); choose another name with IMAGE2MOOD_COLLECTION"
             )
-        recorded = StoreInfo.from_dict(metadata[METADATA_KEY])
-        check_info(self.location, recorded, info)
+        self.info = StoreInfo.from_dict(metadata[METADATA_KEY])
+        if info is not None:
+            self.check(info, access)
         if not isinstance(config.quantization_config, models.TurboQuantization) or config.hnsw_config.m != 0:
             # made by an older image2mood (HNSW, no codes): the server rebuilds it in the background
             self._client.update_collection(self._collection, hnsw_config=_NO_GRAPH, quantization_config=_CODES)
-        return recorded
 
     def _create(self, info: StoreInfo) -> None:
         self._client.create_collection(
@@ -143,6 +145,9 @@ class ServerStore(SongStore):
 
     def _optimize(self) -> None:
         """Nothing to do: a Qdrant server runs its optimizers by itself."""
+
+    def _record_info(self, info: StoreInfo) -> None:
+        self._client.update_collection(self._collection, metadata={METADATA_KEY: info.to_dict()})
 
     def _close(self) -> None:
         if self._owns_client:
