@@ -6,7 +6,10 @@ Measures, through the trainers' own code, seconds per 1,000 image–caption pair
 - feature caching: CLIP ViT-B/32 images (640×480 JPEGs through the product's photo loader) and
   CLAP (HTSAT-tiny, RoBERTa text tower) captions, the work done once per table;
 - the projection head's epochs (512 → 1024 → 512, batch 256) on cached features;
-- BLIP-base steps at 224 px (batch 8; full model and ``--freeze-vision``; fp32 and bf16 autocast).
+- BLIP-base steps at 224 px (batch 8; full model and ``--freeze-vision``; fp32 and bf16 autocast);
+- ``--part scale``: the img2dataset shard reader (images/s on one core: streaming the tars, then
+  streaming and decoding the JPEGs), and ``train blip`` itself on 2 CPU processes (DDP on gloo, 4 pairs
+  each) against 1 process (8 pairs): the same global batch, step time read from the metrics' timestamps.
 
 The compute of random weights is that of real ones. Tokenizers are built from the shipped caption
 corpus so captions tokenise into word-sized pieces, as with the real vocabularies. Wall time on a
@@ -15,6 +18,7 @@ shared machine mostly measures the queue for a core, so process CPU time is prin
 the FLOPs of each step counted by torch divided by an assumed sustained GPU throughput.
 
     python bench/training.py [--cache /tmp/training-bench] [--threads 2] [--pairs 64] [--blip-steps 3]
+    python bench/training.py --part scale [--shard-images 2000] [--ddp-steps 4]
 """
 
 from __future__ import annotations
@@ -123,12 +127,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--pairs", type=int, default=64, help="photos whose features are cached")
     parser.add_argument("--blip-steps", type=int, default=3, help="timed BLIP steps per variant")
+    parser.add_argument("--part", choices=("costs", "scale"), default="costs")
+    parser.add_argument("--shard-images", type=int, default=2000, help="scale: images in the generated shards")
+    parser.add_argument("--ddp-steps", type=int, default=4, help="scale: BLIP steps per run (the first is not timed)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     corpus = caption_corpus()
     folders = _write_models(args.cache, corpus)
     dataset = _photos(args.cache, args.pairs, corpus)
+    if args.part == "scale":
+        shard_reader(args.cache / "shards", args.shard_images, corpus)
+        ddp_against_one(args.cache, folders["blip"], dataset, args.ddp_steps)
+        return
     print(f"load average {os.getloadavg()[0]:.1f}, {args.threads} torch threads; seconds per 1,000 pairs")
     print(f"{'what':44s} {'wall':>9s} {'cpu':>9s} {'GPU est.':>8s}")
 
@@ -171,7 +182,7 @@ def main() -> None:
             trainer.save = lambda: None  # timing the steps, not the checkpoint writes
             trainer._end_of_epoch = lambda epoch: None
             batch = pairs[:8]
-            flops = _flops(lambda: trainer._loss(batch).backward()) / 8
+            flops = _flops(lambda: trainer.loss(batch).backward()) / 8
             trainer.optimiser.zero_grad(set_to_none=True)
             trainer.config = replace(config, max_steps=1)
             trainer.run()  # warm-up step
@@ -180,6 +191,71 @@ def main() -> None:
             what = f"BLIP-base step 224 px{', vision frozen' if freeze else ''}, {'bf16' if bf16 else 'fp32'}"
             _row(what, 8 * args.blip_steps, wall, cpu, flops)
     print(f"GPU est.: FLOPs counted by torch / {GPU_FLOPS / 1e12:.0f} TFLOP/s sustained; an estimate, not a measurement")
+
+
+def shard_reader(folder: Path, count: int, corpus: list[str]) -> None:
+    """Images/s of the img2dataset shard reader on one core: the index (key, caption, member offsets),
+    the tars streamed with their bytes, and streamed + decoded as a trainer's loader decodes them."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    from image2mood.images import load_photo
+    from training.data import read_pairs
+    from training.shards import samples
+
+    torch.set_num_threads(1)
+    if not (folder / "done").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        per_shard = 500
+        for shard in range(0, count, per_shard):
+            with tarfile.open(folder / f"{shard // per_shard:05d}.tar", "w") as tar:
+                for i in range(shard, min(count, shard + per_shard)):
+                    buffer = io.BytesIO()  # 224 px as img2dataset resizes for this project: smooth noise, ~15 kB
+                    small = Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8))
+                    small.resize((224, 224), Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=95)
+                    for ext, data in (("jpg", buffer.getvalue()), ("txt", corpus[i % len(corpus)].encode()),
+                                      ("json", json.dumps({"key": f"{i:09d}", "status": "success"}).encode())):
+                        info = tarfile.TarInfo(f"{i:09d}.{ext}")
+                        info.size = len(data)
+                        tar.addfile(info, io.BytesIO(data))
+        (folder / "done").write_text("ok")
+    size = sum(p.stat().st_size for p in folder.glob("*.tar")) / count / 1000
+    print(f"shard reader, {count} images of 224 px ({size:.0f} kB each, in tars of 500), one core:")
+    for what, work in (
+            ("index (read_pairs: keys, captions, offsets)", lambda: read_pairs(folder)),
+            ("stream with bytes", lambda: sum(1 for _ in samples(folder, "webdataset", with_bytes=True))),
+            ("stream + decode (load_photo)", lambda: [load_photo(s.image, name=s.key)
+                                                      for s in samples(folder, "webdataset", with_bytes=True)])):
+        wall, cpu = _timed(work)
+        print(f"  {what:44s} {count / wall:8.0f} images/s wall {count / cpu:8.0f} images/s per CPU second")
+
+
+def ddp_against_one(cache: Path, blip: Path, dataset: Dataset, steps: int) -> None:
+    """`train blip` on 2 CPU processes (4 pairs each) against 1 process (8 pairs), BLIP-base at 224 px,
+    vision frozen, fp32: the same global batch. The step time is the mean gap between the metrics'
+    timestamps after the first step (start-up, loading and the first step's warm-up left out)."""
+    import subprocess
+
+    table = cache / "ddp-pairs.csv"
+    table.write_text("image,caption\n" + "".join(f"{p.image},{p.caption.replace(',', ' ')}\n" for p in dataset.pairs))
+    env = {**os.environ, "IMAGE2MOOD_BLIP_MODEL": str(blip), "HF_HUB_OFFLINE": "1"}
+    cores = os.cpu_count() or 2
+    print(f"BLIP-base 224 px, vision frozen, fp32, global batch 8, {steps} steps (load {os.getloadavg()[0]:.1f}):")
+    for processes, batch in ((1, 8), (2, 4)):
+        out = cache / f"ddp-{processes}"
+        command = [sys.executable, "-m", "image2mood_cli.main", "train", "blip", str(table), "--out", str(out),
+                   "--processes", str(processes), "--batch-size", str(batch), "--max-steps", str(steps),
+                   "--save-every", str(10**6), "--freeze-vision", "--no-bf16", "--epochs", "100"]
+        threads = str(max(1, cores // processes))  # the same cores either way: 1 × all, or each its share
+        subprocess.run(command, env={**env, "IMAGE2MOOD_THREADS": threads, "OMP_NUM_THREADS": threads}, check=True,
+                       capture_output=True)
+        times = [r["time"] for r in MetricsLog(out / "metrics.jsonl", append=True).records() if "train_loss" in r]
+        step = (times[-1] - times[0]) / (len(times) - 1)
+        print(f"  {processes} process{'es' if processes > 1 else ''} × {batch} pairs: {step:6.1f} s a step "
+              f"({8 / step:.2f} pairs/s)")
 
 
 if __name__ == "__main__":
