@@ -6,6 +6,7 @@ share.png and share-page.png), 404s for unknown and expired ids, and no trace of
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -21,6 +22,9 @@ import pytest
 from PIL import Image
 
 from conftest import cli_environment, post_multipart, run_cli, serving
+from image2mood.config import Settings
+from image2mood.images import load_configured_photo
+from image2mood.photo_memo import photo_key
 from image2mood.results import ResultStore, SavedResult, new_id, thumbnail_jpeg, valid_id
 from media import write_tone
 from test_playlists import parse_xspf
@@ -162,6 +166,30 @@ def test_answer_carries_result_id_and_mood_map_places(server, noise_photo: bytes
     chunk = noise_photo[len(noise_photo) // 2: len(noise_photo) // 2 + 64]
     assert files_holding(chunk, work) == []
     assert files_holding(chunk, Path("/tmp"), since=started - 1) == []
+
+
+def test_no_trace_of_the_photo_on_disk_not_its_bytes_pixels_or_hashes(server) -> None:
+    """A photo over werkzeug's 500 KB in-memory limit (so the upload is spooled through the server's TMPDIR):
+    afterwards no file in the server's folders (data, results, TMPDIR) or in /tmp holds a run of its bytes,
+    a run of its decoded pixels, or the hash of its bytes or of its pixels (the memo's key included)."""
+    base, work = server
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(8).integers(0, 255, (900, 1200, 3), dtype=np.uint8)).save(
+        buffer, "JPEG", quality=95)
+    photo = buffer.getvalue()
+    assert len(photo) > 500 * 1024  # werkzeug spools bodies over 500 KB to a temporary file
+    started = time.time()
+    ask(base, photo)
+    pixels = load_configured_photo(photo, "holiday.jpg", Settings(_env_file=None))
+    raw = pixels.tobytes()
+    traces = [photo[len(photo) // 2: len(photo) // 2 + 64], raw[len(raw) // 2: len(raw) // 2 + 64],
+              hashlib.sha256(photo).hexdigest().encode(), hashlib.sha256(raw).hexdigest().encode(),
+              *(photo_key(pixels, client).encode() for client in ("", "127.0.0.1"))]
+    for trace in traces:
+        assert files_holding(trace, work) == [], trace
+        assert files_holding(trace, Path("/tmp"), since=started - 1) == [], trace
+    names = [name for root in (work, Path("/tmp")) for _, _, files in os.walk(root) for name in files]
+    assert not any(trace.decode() in name for trace in traces[2:] for name in names)
 
 
 def test_a_shared_photo_is_kept_only_as_a_thumbnail(server, noise_photo: bytes) -> None:
