@@ -39,7 +39,7 @@ def waitress_options(settings: Settings, threads: int) -> dict[str, Any]:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64),
-              help="Request threads (the models are shared by all of them).")
+              help="Request threads (the models are shared by all of them); /api/health has one more of its own.")
 @store_option
 @click.pass_obj
 def serve(settings: Settings, host: str, port: int, threads: int, store: str | None) -> None:
@@ -50,15 +50,16 @@ def serve(settings: Settings, host: str, port: int, threads: int, store: str | N
     """
     import threading
 
-    import waitress
-
     from image2mood.models.lane import ModelLane
     from service.app import create_app
+    from service.threads import HealthLaneDispatcher
+    from service.waitress_errors import create_server
 
     click.echo("loading models ...", err=True)
     lane = ModelLane()
     app = create_app(with_store(settings, store), lane)
-    server = waitress.create_server(app, host=host, port=port, **waitress_options(settings, threads))
+    server = create_server(app, host=host, port=port, _dispatcher=HealthLaneDispatcher(threads),
+                           **waitress_options(settings, threads))
     http = threading.Thread(target=server.run, name="waitress", daemon=True)
     http.start()
     click.echo(f"image2mood is serving on http://{host}:{port}/", err=True)
