@@ -65,7 +65,9 @@ def samples(folder: Path, layout: Layout, with_bytes: bool = False) -> Iterator[
 def read_shards(folder: Path, layout: Layout, *, caption_column: str | None = None,
                 caption_language: str | None = None) -> Dataset:
     """The pairs of an img2dataset output folder; samples without a caption or image, or with a broken
-    ``.json``, are skipped and counted (broken images are counted when loaded, as for tables)."""
+    ``.json``, are skipped and counted (broken images are counted when loaded, as for tables). Images are
+    named by absolute paths, so the feature cache's keys do not depend on the folder the command ran in."""
+    folder = folder.absolute()
     found = shards(folder, layout)
     dataset = Dataset(source=f"{folder} (img2dataset {layout}, {len(found)} shards{_fetched(folder)})", pairs=[])
     caption_of = None
