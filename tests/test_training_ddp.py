@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from conftest import run_cli
@@ -66,3 +67,42 @@ def test_two_processes_step_as_one_writes_once_and_resumes(pairs: Path, tiny_mod
     start = load_file(tiny_models / "blip" / "model.safetensors")
     moved = max(float((single[k] - start[k]).abs().max()) for k in single)
     assert worst <= PARAMETER_TOLERANCE < moved / 100, (worst, moved)
+
+
+def test_resume_after_a_worker_is_killed(pairs: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
+    """SIGKILL the second process mid-run: torchrun stops the run, and --resume continues from the last
+    checkpoint the main process wrote."""
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    from conftest import CLI
+
+    out = tmp_path / "killed"
+    args = ["train", "blip", str(pairs), "--images", str(pairs.parent / "images"), "--out", str(out), "--epochs",
+            "100", "--lr", "1e-3", "--image-size", "model", "--no-bf16", "--batch-size", "2", "--save-every", "2"]
+    env = {**cli_env, "IMAGE2MOOD_THREADS": "1"}
+    run = subprocess.Popen([CLI, *args, "--processes", "2"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "metrics.jsonl").is_file() or \
+                not any("checkpoint" in r and r["step"] >= 4 for r in _records(out)):
+            assert run.poll() is None and time.monotonic() < deadline, "no checkpoint at step 4"
+            time.sleep(0.2)
+        workers = [p for p in psutil.Process(run.pid).children(recursive=True)
+                   if "image2mood_cli.main" in " ".join(p.cmdline()) and p.environ().get("RANK") == "1"]
+        assert len(workers) == 1
+        workers[0].send_signal(signal.SIGKILL)
+        assert run.wait(timeout=120) != 0
+    finally:
+        if run.poll() is None:
+            run.kill()
+    saved = torch.load(out / "training-state.pt", weights_only=True)["step"]
+    assert saved >= 4 and saved % 2 == 0
+    resumed = _train(pairs, out, cli_env, tmp_path, "--processes", "2", "--batch-size", "2", "--save-every", "2",
+                     "--max-steps", str(saved + 1), "--resume", "--epochs", "100")
+    assert f"resuming at step {saved} of {saved + 1}" in resumed.stderr
+    assert f"wrote {out} at step {saved + 1}" in resumed.stdout
