@@ -138,3 +138,52 @@ def test_library_health_by_hand() -> None:
     # occurrences [2, 2, 0, 0]: symmetric, skew 0
     assert health.hubness_skew == pytest.approx(0.0)
     assert health.to_json()["hubs"] == [("a", 1.0), ("b", 1.0)]
+
+
+def test_boundaries_found_by_mutation_testing() -> None:
+    """Each line kills a mutant that survived the tests above (docs/testing.md)."""
+    assert metrics.tie_groups([0.5, 0.5 + 4e-7, 0.4]) == [(0, 2), (2, 3)]  # equal to 6 decimals is a tie
+    values = np.random.default_rng(3).uniform(0, 1, 50)
+    interval = metrics.bootstrap(values)
+    means = values[np.random.default_rng(0).integers(0, 50, size=(2000, 50))].mean(axis=1)
+    assert (interval.low, interval.high) == tuple(np.percentile(means, [2.5, 97.5]))  # 2000 samples, 95 %
+    assert metrics.Interval(0.1234567, 0.0, 1.0, 3).to_json()["mean"] == 0.123457  # 6 decimals in JSON
+    with pytest.raises(AttributeError):
+        interval.mean = 0.0  # frozen: a report cannot change a figure after the fact
+    assert metrics.paired([0.0], [1.0]).verdict == "B better"  # one query is still a comparison
+    assert metrics.paired([], []).verdict == "no difference"
+    assert set(metrics.paired(values, values).to_json()) == {"difference", "verdict", "significant"}
+    with pytest.raises(ValueError, match=r"same queries on both sides \(1 vs 2\)"):
+        metrics.paired([1.0], [1.0, 2.0])
+
+
+def _health(results: list[list[str]], artists: dict[str, str | None] | None = None) -> metrics.Health:
+    ids = ["a", "b", "c", "d", "e"]
+    queries = np.eye(5, dtype=np.float32)[: len(results)]
+    return metrics.library_health(np.eye(5, dtype=np.float32), queries, results, [[1.0, 0.5]] * len(results),
+                                  artists or {}, ids, k=2)
+
+
+def test_library_health_hubs_coverage_and_skew_on_an_uneven_library() -> None:
+    """Cases added after mutation testing: a hub share of exactly HUB_SHARE, songs seen twice but by
+    under half the queries, a skewed spread, rounding and the number of artists listed."""
+    uneven = _health([["a", "b"], ["a", "c"], ["b", "d"], ["c", "a"]])  # a 3, b 2, c 2, d 1, e 0 of 4 queries
+    assert uneven.hubs == [("a", 0.75), ("b", 0.5), ("c", 0.5)]  # 0.5 is a hub; the biggest first
+    assert uneven.coverage == pytest.approx(0.8)
+    assert uneven.hubness_skew == pytest.approx(-0.288 / 1.04 ** 1.5)  # counts [3, 2, 2, 1, 0] by hand
+    few = _health([["a", "b"], ["a", "c"], ["a", "d"], ["b", "a"], ["c", "e"]])  # b and c: 2 of 5 queries
+    assert few.hubs == [("a", 0.8)]
+    assert _health([["a", "b"], ["a", "c"], ["d", "e"]]).hubs == [("a", 0.6667)]  # 4 decimals
+    assert metrics.mean_pairwise_cosine(np.array([[1.0, 0.0], [0.6, 0.8]])) == pytest.approx(0.6)  # two suffice
+    assert metrics._skewness(np.array([0.0, 0.0, 3.0])) == pytest.approx(2 / 2 ** 1.5)  # three values suffice
+    assert metrics._skewness(np.array([1.0, 2.0])) == 0.0 and metrics._skewness(np.full(4, 2.0)) == 0.0
+    artists = {s: f"artist {s}" for s in "abcde"}
+    named = _health([["a", "b"], ["c", "d"], ["e", "a"]], artists)
+    assert len(named.top_artists) == 5 and named.top_artists[0] == ("artist a", 0.3333)
+    assert _health([["d", "e"]], {"a": "Ana"}).artist_concentration == 0.0  # no named artist in the list
+    empty = metrics.library_health(np.eye(5, dtype=np.float32), np.zeros((0, 5), np.float32), [], [], {},
+                                   ["a", "b", "c", "d", "e"], k=2)
+    assert np.isnan(empty.score_std) and np.isnan(empty.top_gap) and np.isnan(empty.artist_concentration)
+    assert empty.coverage == 0.0 and empty.hubs == [] and empty.top_artists == []
+    nothing = metrics.library_health(np.zeros((0, 5), np.float32), np.zeros((0, 5), np.float32), [], [], {}, [], k=2)
+    assert nothing.songs == 0 and np.isnan(nothing.coverage)
