@@ -180,3 +180,10 @@ def test_songs_map_must_be_a_png(tmp_path: Path, cli_env: dict[str, str]) -> Non
     done = run_cli(["songs", "--store", str(tmp_path / "store"), "--map", str(tmp_path / "map.jpg")], cli_env, tmp_path)
     assert done.returncode == 2
     assert "--map" in done.stderr and "name it something.png" in done.stderr
+
+
+def test_the_formats_literal_shapes_found_by_mutation_testing() -> None:
+    """Spelled out, not read from the module: XSPF 1's namespace and M3U8's playlist title line."""
+    text = xspf(entries([PLAIN]), title="Rain")
+    assert ET.fromstring(text.encode()).tag == "{http://xspf.org/ns/0/}playlist"
+    assert write_m3u8(entries([PLAIN]), title="Rain\nnight").splitlines()[:2] == ["#EXTM3U", "#PLAYLIST:Rain night"]
