@@ -9,6 +9,7 @@ playlist written by the CLI then opens in ffprobe, in the answer's order.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import xml.etree.ElementTree as ET
@@ -187,3 +188,6 @@ def test_the_formats_literal_shapes_found_by_mutation_testing() -> None:
     text = xspf(entries([PLAIN]), title="Rain")
     assert ET.fromstring(text.encode()).tag == "{http://xspf.org/ns/0/}playlist"
     assert write_m3u8(entries([PLAIN]), title="Rain\nnight").splitlines()[:2] == ["#EXTM3U", "#PLAYLIST:Rain night"]
+    short = entries([dataclasses.replace(PLAIN, duration=0.6)])  # under a second is still a known length
+    assert write_m3u8(short).splitlines()[1] == "#EXTINF:1,비 오는 거리"
+    assert parse_xspf(xspf(short))[0]["duration"] == "600"
