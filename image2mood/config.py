@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     )
     qdrant_api_key: str | None = Field(default=None, description="API key for a Qdrant server.")
     collection: str = Field(default="songs", description="Collection name in a Qdrant server.")
+    qdrant_shards: int = Field(default=1, ge=1, le=1024, description="Shards of a collection image2mood makes on a Qdrant "
+                               "server: on a cluster, one or more per node, spread over the nodes.")
+    qdrant_replication: int = Field(default=1, ge=1, le=16, description="Copies of each shard a new collection keeps "
+                                    "on a Qdrant cluster (2: the library survives losing a node).")
+    qdrant_write_consistency: int = Field(default=1, ge=1, le=16, description="Copies of a shard that must take a write "
+                                          "before it counts as done (at most IMAGE2MOOD_QDRANT_REPLICATION).")
 
     window_seconds: float = Field(default=10.0, gt=0, description="Length of one CLAP window (s).")
     windows_per_song: int = Field(

@@ -11,8 +11,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from image2mood.audio import DecodedAudio, check_regular_file, content_hash, decode_windows
+from image2mood.audio import DecodedAudio, decode_windows
 from image2mood.config import Settings
+from image2mood.files import check_regular_file, content_hash
 from image2mood.paths import stored_path
 from image2mood.store.base import Song, StoreInfo, windowing_label
 from image2mood.tags import Tags, read_tags

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 from tqdm import tqdm
 
-from image2mood.audio import iter_audio_files, separate_stderr
 from image2mood.config import Settings
+from image2mood.decoder_notes import separate_stderr
 from image2mood.errors import Image2MoodError, ModelLoadError
+from image2mood.files import iter_audio_files
 from image2mood.library import FileFacts, PreparedSong, embed, file_facts, prepare
 from image2mood.models.clap_facts import ClapFacts
 from image2mood.paths import local_path, stored_path

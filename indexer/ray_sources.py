@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from image2mood.audio import SUPPORTED_SUFFIXES, iter_audio_files
+from image2mood.files import SUPPORTED_SUFFIXES, iter_audio_files
 from image2mood.errors import Image2MoodError
 from image2mood.store.base import canonical_id
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import uuid
 from functools import partial
 
-from image2mood.audio import decode_stream, separate_stderr
+from image2mood.audio import decode_stream
+from image2mood.decoder_notes import separate_stderr
 from image2mood.errors import Image2MoodError
 from image2mood.library import FileFacts, PreparedSong, window_limit
 from image2mood.subsonic import ServerSong, SubsonicClient

@@ -14,8 +14,9 @@ import pytest
 import soundfile as sf
 from media import write_audio, write_damaged_mp3, write_tone
 
-from image2mood import audio as audio_module
-from image2mood.audio import SUPPORTED_SUFFIXES, content_hash, decode_windows, iter_audio_files, window_starts
+from image2mood import decoders as decoders_module
+from image2mood.audio import decode_windows, window_starts
+from image2mood.files import SUPPORTED_SUFFIXES, content_hash, iter_audio_files
 from image2mood.errors import AudioDecodeError
 from image2mood.tags import Tags, read_tags
 
@@ -316,7 +317,7 @@ def test_an_opus_file_libsndfile_cannot_read_is_read_by_ffmpeg(tmp_path: Path, m
     def refuse(self, ranges):
         raise AudioDecodeError(f"cannot decode {self.path}: the audio data is corrupt (simulated)")
 
-    monkeypatch.setattr(audio_module._SoundFileSource, "read", refuse)
+    monkeypatch.setattr(decoders_module.SoundFileSource, "read", refuse)
     decoded = decode_windows(path)
     assert decoded.duration == pytest.approx(25.0, abs=0.1) and len(decoded.windows) == 3
     for window in decoded.windows:
@@ -364,7 +365,7 @@ def test_decoder_notes_come_back_with_the_file_not_on_stderr(
 
 @pytest.mark.parametrize("channels", [1, 2, 6])
 def test_downmix_is_the_channels_mean_bit_for_bit(channels: int) -> None:
-    from image2mood.audio import _downmix
+    from image2mood.decoders import _downmix
 
     block = np.random.default_rng(channels).standard_normal((4801, channels)).astype(np.float32)
     mono = _downmix(block)

@@ -47,6 +47,7 @@ export function renderNotices() {
     h('p', {class: 'notice notice-warn'}, format(t(key), vars)));
   if (health.unreachable) add('unreachable', {url: {code: '/api/health'}});
   if (health.tiny_models) add('tinyModels');
+  if (health.models && !health.models.projection) add('noHead', {cmd: {code: 'image2mood models head'}});
   if (health.store && health.store.songs === 0) add('emptyLibrary', {cmd: {code: 'image2mood index MUSIC_DIR'}});
 }
 
