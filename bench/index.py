@@ -48,9 +48,10 @@ def synth_song(path: Path, seed: int) -> None:
     wav.unlink()
 
 
-def music(folder: Path) -> list[Path]:
+def music(folder: Path, songs: int = SONGS) -> list[Path]:
+    """``songs`` synthesised songs in ``folder``, made once (a later run finds them there)."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"song{i:02d}.mp3" for i in range(SONGS)]
+    paths = [folder / f"song{i:02d}.mp3" for i in range(songs)]
     for i, path in enumerate(paths):
         if not path.exists():
             synth_song(path, i)

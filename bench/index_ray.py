@@ -18,19 +18,10 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from index import CLI, ROOT, SECONDS, run_measured, synth_song  # noqa: E402
+from index import CLI, ROOT, SECONDS, music, run_measured  # noqa: E402
 
 SONGS = 48
 TARGET_RATIO = 0.8
-
-
-def music(folder: Path) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"song{i:02d}.mp3" for i in range(SONGS)]
-    for i, path in enumerate(paths):
-        if not path.exists():
-            synth_song(path, i)
-    return paths
 
 
 def main() -> None:
@@ -42,7 +33,7 @@ def main() -> None:
     from full_models import full_size_set
 
     models = full_size_set(args.models)
-    music(args.music)
+    music(args.music, SONGS)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "IMAGE2MOOD_MODELS": str(models), "PYTHONPATH": str(ROOT)}
     work = Path(tempfile.mkdtemp(prefix="bench-index-ray-"))
     print(f"load average before: {os.getloadavg()}; {os.cpu_count()} cores; {SONGS} songs of {SECONDS} s")
