@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +26,8 @@ from training.data import IMAGE_SUFFIXES, DataError, Dataset, Pair, TarMember, _
 
 Layout = Literal["webdataset", "files"]
 _IMAGE_EXTS = {suffix[1:] for suffix in IMAGE_SUFFIXES}
+_Member = tuple[str, Callable[[], "Path | TarMember | bytes"], Callable[[], bytes]]
+"""A shard member: its name, how to get its image (a place or its bytes), and how to read its bytes."""
 
 
 @dataclass(slots=True)
@@ -59,7 +61,8 @@ def shards(folder: Path, layout: Layout) -> list[Path]:
 def samples(folder: Path, layout: Layout, with_bytes: bool = False) -> Iterator[Sample]:
     """Every sample of every shard, streamed in order; ``with_bytes`` reads each tar image as it passes."""
     for shard in shards(folder, layout):
-        yield from (_tar_samples(shard, with_bytes) if layout == "webdataset" else _folder_samples(shard))
+        members = _tar_members(shard, with_bytes) if layout == "webdataset" else _folder_members(shard)
+        yield from _grouped(shard, members)
 
 
 def read_shards(folder: Path, layout: Layout, *, caption_column: str | None = None,
@@ -92,57 +95,53 @@ def read_shards(folder: Path, layout: Layout, *, caption_column: str | None = No
     return dataset
 
 
-def _tar_samples(shard: Path, with_bytes: bool) -> Iterator[Sample]:
-    sample: Sample | None = None
-    try:
-        with tarfile.open(shard, mode="r|") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                key, _, ext = _basename(member.name).partition(".")
-                if sample is not None and key != sample.key:
-                    yield sample
-                    sample = None
-                sample = sample or Sample(key=key)
-                ext = ext.lower()
-                if ext in _IMAGE_EXTS:
-                    sample.image = (tar.extractfile(member).read() if with_bytes  # type: ignore[union-attr]
-                                    else TarMember(shard, member.name, member.offset_data, member.size))
-                elif ext in ("txt", "json"):
-                    _add_text(sample, ext, tar.extractfile(member).read())  # type: ignore[union-attr]
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        if sample is not None:
-            sample.problem = f"in a cut-short or unreadable shard ({shard.name}: {exc})"
-        else:
-            sample = Sample(key=shard.stem, problem=f"in a cut-short or unreadable shard ({shard.name}: {exc})")
-    if sample is not None:
-        yield sample
+def _tar_members(shard: Path, with_bytes: bool) -> Iterator[_Member]:
+    with tarfile.open(shard, mode="r|") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            place = TarMember(shard, member.name, member.offset_data, member.size)
+
+            def read(m: tarfile.TarInfo = member) -> bytes:
+                return tar.extractfile(m).read()  # type: ignore[union-attr]
+
+            yield member.name, (read if with_bytes else lambda p=place: p), read
 
 
-def _folder_samples(shard: Path) -> Iterator[Sample]:
-    sample: Sample | None = None
+def _folder_members(shard: Path) -> Iterator[_Member]:
     for name in sorted(os.listdir(shard)):
-        key, _, ext = name.partition(".")
-        if sample is not None and key != sample.key:
-            yield sample
-            sample = None
-        sample = sample or Sample(key=key)
-        ext = ext.lower()
-        if ext in _IMAGE_EXTS:
-            sample.image = shard / name
-        elif ext in ("txt", "json"):
-            try:
-                _add_text(sample, ext, (shard / name).read_bytes())
-            except OSError as exc:
-                sample.problem = f"unreadable .{ext} ({exc.strerror})"
+        yield name, lambda n=name: shard / n, (shard / name).read_bytes
+
+
+def _grouped(shard: Path, members: Iterator[_Member]) -> Iterator[Sample]:
+    """Consecutive members sharing a key make one sample; a shard that breaks off marks the sample it was on
+    (or, before any, one named after the shard) and ends."""
+    sample: Sample | None = None
+    try:
+        for name, image, read in members:
+            key, _, ext = _basename(name).partition(".")
+            if sample is not None and key != sample.key:
+                yield sample
+                sample = None
+            sample = sample or Sample(key=key)
+            ext = ext.lower()
+            if ext in _IMAGE_EXTS:
+                sample.image = image()
+            elif ext in ("txt", "json"):
+                _add_text(sample, ext, read)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        problem = f"in a cut-short or unreadable shard ({shard.name}: {exc})"
+        sample = sample or Sample(key=shard.stem)
+        sample.problem = problem
     if sample is not None:
         yield sample
 
 
-def _add_text(sample: Sample, ext: str, data: bytes) -> None:
-    """The ``.txt`` becomes the ``caption`` field (it wins over the ``.json``'s); a bad one is a problem."""
+def _add_text(sample: Sample, ext: str, read: Callable[[], bytes]) -> None:
+    """The ``.txt`` becomes the ``caption`` field (it wins over the ``.json``'s); a bad or unreadable one is a
+    problem."""
     try:
-        text = data.decode("utf-8")
+        text = read().decode("utf-8")
         if ext == "txt":
             sample.record["caption"] = text
         else:
@@ -152,6 +151,8 @@ def _add_text(sample: Sample, ext: str, data: bytes) -> None:
             sample.record = {**fields, **sample.record}
     except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         sample.problem = f"broken .{ext}"
+    except OSError as exc:
+        sample.problem = f"unreadable .{ext} ({exc.strerror or exc})"
 
 
 def _basename(name: str) -> str:
