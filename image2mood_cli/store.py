@@ -31,14 +31,15 @@ def migrate(settings: Settings, target: str, to_collection: str | None, to_api_k
     A rerun after an interruption copies only what is missing. The copy is verified at the end:
     equal counts, and equal payloads and vectors for a random sample of songs.
     """
-    from image2mood.store import open_configured_store
+    from image2mood.store import cluster_layout, open_configured_store
     from image2mood.store.migrate import BATCH, VECTOR_TOLERANCE, open_target
     from image2mood.store.migrate import migrate as copy_store
 
     settings = with_store(settings, store)
     collection = to_collection or settings.collection
     with open_configured_store(settings, info=None, create=False) as source, \
-            open_target(target, source, api_key=to_api_key or settings.qdrant_api_key, collection=collection) as dest:
+            open_target(target, source, api_key=to_api_key or settings.qdrant_api_key, collection=collection,
+                        **cluster_layout(settings)) as dest:
         click.echo(f"copying {source.count()} songs from {source.location} to {dest.location} ...", err=True)
         report = copy_store(source, dest, prune=prune, batch=batch or BATCH)
     click.echo(f"copied {report.copied}, already there {report.unchanged}, removed {report.removed}; "

@@ -52,12 +52,13 @@ class MigrationPlan:
 
 
 def open_target(location: str, source: SongStore, *, api_key: str | None = None,
-                collection: str = "songs") -> SongStore:
+                collection: str = "songs", **layout: int) -> SongStore:
     """Open, or make, the store at ``location`` to receive ``source``'s songs; it records the same StoreInfo,
     with the fingerprint of the weights where an old source lacks it and its model's name finds them here.
 
     Refuses the source itself, and a target whose vectors were built another way (by other weights, or
-    windowed otherwise).
+    windowed otherwise). ``layout``: :func:`open_store`'s shards, replication and write_consistency for a new
+    server collection.
     """
     if source.kind == "embedded" and Path(location).expanduser().resolve() == Path(source.location).resolve():
         raise _into_itself(source)
@@ -65,7 +66,7 @@ def open_target(location: str, source: SongStore, *, api_key: str | None = None,
     with suppress(Image2MoodError, OSError):  # not found here: the target keeps the name only, as the source
         info = replace(info, clap_fingerprint=weights_fingerprint(info))
     try:
-        return open_store(location, info=info, api_key=api_key, collection=collection, access="write")
+        return open_store(location, info=info, api_key=api_key, collection=collection, access="write", **layout)
     except StoreMismatchError:
         with open_store(location, info=None, api_key=api_key, collection=collection, create=False) as other:
             raise StoreMismatchError(

@@ -9,6 +9,7 @@ is refused rather than guessed at.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,28 @@ RAM (Qdrant 1.18 or later), full vectors for rescoring; the server builds the co
 _QUANTISED = models.SearchParams(quantization=models.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING))
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How a collection made on a Qdrant cluster is spread: ``shards`` shards, ``replication`` copies of each,
+    ``write_consistency`` copies that must take a write (IMAGE2MOOD_QDRANT_SHARDS, _REPLICATION,
+    _WRITE_CONSISTENCY). A single server keeps one copy whatever is asked."""
+
+    shards: int = 1
+    replication: int = 1
+    write_consistency: int = 1
+
+    def __post_init__(self) -> None:
+        if self.write_consistency > self.replication:
+            raise StoreError(f"IMAGE2MOOD_QDRANT_WRITE_CONSISTENCY ({self.write_consistency}) cannot exceed "
+                             f"IMAGE2MOOD_QDRANT_REPLICATION ({self.replication}): a write would wait for copies "
+                             "that do not exist")
+
+    def arguments(self) -> dict[str, int]:
+        """create_collection's keywords for this layout."""
+        return {"shard_number": self.shards, "replication_factor": self.replication,
+                "write_consistency_factor": self.write_consistency}
+
+
 class ServerStore(SongStore):
     """Songs in one collection of a Qdrant server; writes wait until the server has applied them."""
 
@@ -51,8 +74,11 @@ class ServerStore(SongStore):
         create: bool = True,
         access: Access = "write",
         client: QdrantClient | None = None,
+        layout: Layout | None = None,
     ) -> None:
-        """``client``: an existing client to share (then ``location`` only names it and close() leaves it open)."""
+        """``client``: an existing client to share (then ``location`` only names it and close() leaves it open).
+        ``layout``: the shards and copies of a collection made here (an existing one keeps its own)."""
+        self.layout = layout or Layout()
         self.location = location if location == ":memory:" else f"{location.rstrip('/')}/collections/{collection}"
         self._collection = collection
         self._owns_client = client is None
@@ -101,11 +127,21 @@ class ServerStore(SongStore):
             metadata={METADATA_KEY: info.to_dict()},
             hnsw_config=_NO_GRAPH,
             quantization_config=_CODES,
+            **self.layout.arguments(),
         )
         schemas = {name: models.PayloadSchemaType.KEYWORD for name in KEYWORD_FIELDS}
         schemas |= {name: models.PayloadSchemaType.FLOAT for name in FLOAT_FIELDS}
         for name, schema in schemas.items():
             self._client.create_payload_index(self._collection, name, field_schema=schema, wait=True)
+
+    @property
+    def client(self) -> QdrantClient:
+        """The client this store talks through (kept answers share it: see image2mood.results_qdrant)."""
+        return self._client
+
+    @property
+    def collection(self) -> str:
+        return self._collection
 
     def _upsert(self, songs: Sequence[Song], vectors: np.ndarray) -> None:
         batch = models.Batch(
