@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from PIL import Image
 
@@ -18,7 +19,7 @@ from image2mood.config import PROJECTION_FILE, Settings
 from image2mood.images import load_photo
 from image2mood.library import store_info
 from image2mood.models import factory
-from image2mood.models.projection import load_projection
+from image2mood.models.projection import ProjectionHead, load_projection
 from image2mood.models.resolve import resolve_model
 from image2mood.models.tiny import write_tiny_clip
 from image2mood.recommend import Recommender
@@ -29,10 +30,17 @@ from training.corpus import caption_corpus
 from training.data import read_pairs
 from training.features import CacheMismatchError
 from training.metrics import MetricsLog
-from training.projection import Features, HeadConfig, evaluate_head, train_head, train_projection
+from training.projection import Features, HeadConfig, recall_at, train_head, train_projection
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def evaluate_head(head: ProjectionHead, features: Features) -> dict[str, float]:
+    """Recall@1/5/10 of ``head`` on ``features`` (a saved head, or the untrained one for comparison)."""
+    with torch.no_grad():
+        predicted = head(torch.from_numpy(features.inputs))
+    return recall_at(predicted, torch.from_numpy(features.targets), torch.from_numpy(features.groups))
 
 
 def _known_answer(n: int, seed: int) -> Features:

@@ -149,13 +149,6 @@ def train_head(train: Features, valid: Features, config: HeadConfig, log: Metric
     return Trained(head=head.eval(), best_epoch=best_epoch, best=best, history=history)
 
 
-def evaluate_head(head: ProjectionHead, features: Features) -> dict[str, float]:
-    """Recall@1/5/10 of ``head`` on ``features`` (e.g. the untrained head, for comparison)."""
-    with torch.no_grad():
-        predicted = head(torch.from_numpy(features.inputs))
-    return recall_at(predicted, torch.from_numpy(features.targets), torch.from_numpy(features.groups))
-
-
 def _better(scores: dict[str, float], best: dict[str, float]) -> bool:
     recall, best_recall = (sum(s[f"R@{k}"] for k in KS) for s in (scores, best))
     return recall > best_recall or (recall == best_recall and scores["valid_loss"] < best["valid_loss"])
