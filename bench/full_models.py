@@ -1,7 +1,8 @@
 """Full-size models with random weights, for timing: the compute is the same as with real weights.
 
-open_clip ViT-B/32, BLIP-base (384 px, a 30,524-entry WordPiece tokenizer laid out as BLIP's: [SEP]=102,
-[DEC]=30522), CLAP HTSAT-tiny (``ClapConfig()``) and a projection head, in the layout of a model set
+The default model set's architectures (image2mood/models/sets/default.json): open_clip ViT-B/32, BLIP-base
+(384 px, a 30,524-entry WordPiece tokenizer laid out as BLIP's: [SEP]=102, [DEC]=30522), CLAP HTSAT-tiny
+(``ClapConfig()``, checked against the set) and its projection head, in the layout of a model set
 (``DIR/clip``, ``DIR/blip``, ``DIR/clap``, ``DIR/projection.pt``). Random BLIP never emits its end token, so
 every caption runs to the token limit: timings are the worst case. The CLAP tokenizer is byte-level
 (one token a character, cut at 64), so CLAP's text timings are a little above a real RoBERTa's.
@@ -26,6 +27,7 @@ from transformers import (BertTokenizerFast, BlipConfig, BlipForConditionalGener
 from image2mood.config import PROJECTION_FILE
 from image2mood.models.projection import ProjectionConfig, ProjectionHead, save_projection
 from image2mood.models.resolve import ResolvedModel
+from image2mood.models.sets import model_set
 from image2mood.models.tiny import _tiny_roberta_tokenizer
 
 BERT_VOCAB = 30522  # bert-base-uncased; BLIP adds [DEC] and [ENC]
@@ -46,23 +48,30 @@ def full_size_set(target: Path) -> Path:
     if (target / DONE).is_file():
         return target
     torch.manual_seed(0)
-    clip_cfg = open_clip.get_model_config("ViT-B-32")
+    default = model_set("default")
+    clip_cfg = open_clip.get_model_config(default.models["clip"].architecture["open_clip"])
     (target / "clip").mkdir(parents=True, exist_ok=True)
     save_model(open_clip.CLIP(**clip_cfg), str(target / "clip" / "open_clip_model.safetensors"))
     (target / "clip" / "open_clip_config.json").write_text(json.dumps({"model_cfg": clip_cfg, "preprocess_cfg": {
         "mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD)}}))
 
     BlipForConditionalGeneration(BlipConfig()).save_pretrained(target / "blip")
-    BlipProcessor(image_processor=BlipImageProcessor(size={"height": 384, "width": 384}),
+    side = default.models["blip"].image_size
+    BlipProcessor(image_processor=BlipImageProcessor(size={"height": side, "width": side}),
                   tokenizer=_blip_tokenizer()).save_pretrained(target / "blip")
 
-    ClapModel(ClapConfig()).save_pretrained(target / "clap")
+    clap_cfg = ClapConfig()  # transformers' default: laion/clap-htsat-unfused's architecture
+    if clap_cfg.projection_dim != default.models["clap"].dim:
+        raise SystemExit(f"ClapConfig() is {clap_cfg.projection_dim}-d, the default set's CLAP "
+                         f"{default.models['clap'].dim}-d: give ClapConfig the set's sizes")
+    ClapModel(clap_cfg).save_pretrained(target / "clap")
     ClapFeatureExtractor(truncation="rand_trunc", padding="repeatpad").save_pretrained(target / "clap")
     _tiny_roberta_tokenizer().save_pretrained(target / "clap")
 
     clip = ResolvedModel("clip", str(target / "clip"), target / "clip")
     clap = ResolvedModel("clap", str(target / "clap"), target / "clap")
-    head = ProjectionHead(ProjectionConfig(in_dim=clip_cfg["embed_dim"], out_dim=512, hidden=1024))
+    head = ProjectionHead(ProjectionConfig(in_dim=clip_cfg["embed_dim"], out_dim=default.models["clap"].dim,
+                                           hidden=default.projection_hidden))
     save_projection(target / PROJECTION_FILE, head, clip, clap)
     (target / DONE).write_text(json.dumps({"random": True, "what": "full-size models for timing"}))
     return target

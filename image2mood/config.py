@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, DotEnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-ModelKind = Literal["clip", "blip", "clap"]
+from image2mood.models.sets import KINDS, ModelKind, PrecisionName, model_set
+
 PROJECTION_FILE = "projection.pt"
 FACES_DIR = "faces"
 
-DEFAULT_MODELS: dict[ModelKind, str] = {
-    "clip": "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
-    "blip": "Salesforce/blip-image-captioning-base",
-    "clap": "laion/clap-htsat-unfused",
-}
+DEFAULT_SET = model_set("default")
+DEFAULT_MODELS: dict[ModelKind, str] = {kind: DEFAULT_SET.hub_id(kind) for kind in KINDS}
+"""Each model's hub id in the default model set (image2mood/models/sets/default.json)."""
 
 
 TINY_MARKER = "image2mood-tiny.json"
@@ -55,6 +53,11 @@ class Settings(BaseSettings):
     clip_model: str = Field(default=DEFAULT_MODELS["clip"], description="open_clip hub id or local folder.")
     blip_model: str = Field(default=DEFAULT_MODELS["blip"], description="BLIP captioner hub id or local folder.")
     clap_model: str = Field(default=DEFAULT_MODELS["clap"], description="CLAP (transformers) hub id or local folder.")
+    model_set: str = Field(
+        default=DEFAULT_SET.name,
+        description="The shipped model set (default; music: LAION-CLAP's music checkpoint) whose hub models, at their "
+        "pinned revisions, caption size and precision are used wherever no other setting names them.",
+    )
     projection: str | None = Field(
         default=None,
         description="Projection-head checkpoint mapping CLIP image vectors into CLAP space (\"none\": "
@@ -96,13 +99,14 @@ class Settings(BaseSettings):
 
     alpha: float = Field(default=0.5, ge=0, le=1, description="Weight of the image route in the fused query.")
     top: int = Field(default=10, ge=1, le=100, description="Songs returned per query.")
-    caption_tokens: int = Field(default=20, ge=4, le=60, description="Most tokens in a BLIP caption.")
+    caption_tokens: int = Field(default=DEFAULT_SET.caption_tokens, ge=4, le=60,
+                                description="Most tokens in a BLIP caption (default: the model set's).")
     caption_image_size: int = Field(
         default=224, ge=0, le=1024, description="Side (px) BLIP sees the photo at, or the model's own where that is "
         "smaller; 0: the model's own (384 for BLIP-base). 224 is about twice as fast.",
     )
-    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
-        default="auto", description="Number format of BLIP, CLIP's image tower and CLAP's text tower (and CLAP's audio tower for "
+    precision: PrecisionName = Field(
+        default=DEFAULT_SET.precision, description="Number format of BLIP, CLIP's image tower and CLAP's text tower (and CLAP's audio tower for "
         "--windows all): auto = bf16 where the "
         "CPU (AVX512-BF16, AMX) or GPU computes it fast, else fp32, and on a CPU BLIP's text decoder in int8; "
         "bf16 = bf16 everywhere; int8 = fp32 with BLIP's decoder in int8; fp32 = full precision.",
@@ -169,11 +173,28 @@ class Settings(BaseSettings):
             sources.append(DotEnvSettingsSource(settings_cls, env_file=user_config_file()))
         return (*sources, file_secret_settings)
 
+    @field_validator("model_set")
+    @classmethod
+    def _shipped_set(cls, value: str) -> str:
+        model_set(value).hub_id("clip")  # a ValueError names the sets there are, or how to use the tiny one
+        return value
+
+    @model_validator(mode="after")
+    def _set_defaults(self) -> Settings:
+        """Caption size and precision not set otherwise are the model set's."""
+        chosen = model_set(self.model_set)
+        for field in ("caption_tokens", "precision"):
+            if field not in self.model_fields_set:
+                self.__dict__[field] = getattr(chosen, field)  # a default: left out of model_fields_set
+        return self
+
     def model_spec(self, kind: ModelKind) -> str:
-        """The spec for one model: an explicit setting wins, then the model-set folder, then the default."""
+        """The spec for one model: an explicit setting wins, then the model-set folder, then the model set's hub id."""
         field = f"{kind}_model"
-        if field in self.model_fields_set or self.models is None:
+        if field in self.model_fields_set:
             return getattr(self, field)
+        if self.models is None:
+            return model_set(self.model_set).hub_id(kind)
         return str(self.models.expanduser().resolve() / kind)
 
     def faces_folder(self) -> Path:

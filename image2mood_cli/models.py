@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from image2mood.config import DEFAULT_MODELS, PROJECTION_FILE, Settings
+from image2mood.config import PROJECTION_FILE, Settings
 from image2mood.errors import ModelNotFoundError
 
 NO_HEAD = "none: caption route only"
@@ -96,15 +96,13 @@ def tiny(target: Path) -> None:
 @click.argument("target", type=click.Path(file_okay=False, path_type=Path))
 @click.pass_obj
 def download(settings: Settings, target: Path) -> None:
-    """Download the configured CLIP, BLIP and CLAP models into TARGET/{clip,blip,clap} (needs internet)."""
-    from image2mood.models.resolve import download_model, looks_like_path
+    """Download the configured CLIP, BLIP and CLAP models into TARGET/{clip,blip,clap} (needs internet), each at
+    the revision its model set pins (IMAGE2MOOD_MODEL_SET; a hub id written ORG/NAME@REVISION fetches that one)."""
+    from image2mood.models.resolve import download_model, download_plan
 
-    for kind in ("clip", "blip", "clap"):
-        spec = settings.model_spec(kind)
-        if looks_like_path(spec):  # a folder (a model set's, which may not exist yet): fetch the default
-            spec = DEFAULT_MODELS[kind]
-        click.echo(f"downloading {spec} ...")
-        download_model(kind, spec, target / kind)
+    for request in download_plan(settings, ("clip", "blip", "clap")):
+        click.echo(f"downloading {request} ...")
+        download_model(request, target / request.kind)
     _ensure_head(settings, target)
     click.echo(f"done; use them with IMAGE2MOOD_MODELS={target.resolve()}")
 
@@ -117,7 +115,7 @@ def _ensure_head(settings: Settings, target: Path) -> None:
     from image2mood.models.resolve import resolve_model
 
     folder = target.resolve()
-    own_models = {f"{kind}_model": str(folder / kind) for kind in DEFAULT_MODELS}
+    own_models = {f"{kind}_model": str(folder / kind) for kind in ("clip", "blip", "clap")}
     at_target = settings.model_copy(update={"models": folder, **own_models})
     out = folder / PROJECTION_FILE
     if out.is_file():

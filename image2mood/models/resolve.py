@@ -5,6 +5,10 @@ which folder. A spec that names an existing folder is used as it is. Anything el
 hub id: the local hub cache is tried first (no network at all), and only when the model is not
 cached, and the hub is not switched off (``HF_HUB_OFFLINE=1``), is it downloaded. A model that cannot
 be had raises :class:`ModelNotFoundError` naming the model, where we looked and how to get it.
+
+A hub id that a shipped model set names (:mod:`image2mood.models.sets`) is fetched, and looked up in the
+cache, at that set's pinned revision and with the set's weights files; ``org/name@REVISION`` names
+another revision (a commit, a tag or ``main``). :func:`hub_request` says what would be fetched.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import constants, snapshot_download
-from huggingface_hub.errors import HFValidationError
+from huggingface_hub.errors import HFValidationError, RevisionNotFoundError
 
-from image2mood.config import ModelKind
+from image2mood.config import ModelKind, Settings
 from image2mood.errors import ModelNotFoundError, first_line
+from image2mood.models.sets import model_set, pinned_entry
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pth")
 
@@ -29,8 +34,10 @@ REQUIRED_FILES: dict[ModelKind, tuple[tuple[str, ...], ...]] = {
              ("tokenizer.json", "vocab.json")),
 }
 
-# What a download fetches: configs, tokenizers and safetensors weights (never TF/Flax copies).
-DOWNLOAD_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
+# What a download fetches: configs and tokenizers, and the weights the model set names, else safetensors
+# weights (never TF/Flax copies).
+CONFIG_PATTERNS = ("*.json", "*.txt", "*.model")
+SAFETENSORS = ("*.safetensors",)
 
 FAMILY_NAMES: dict[ModelKind, str] = {"clip": "CLIP", "blip": "BLIP", "clap": "CLAP"}
 
@@ -42,6 +49,41 @@ class ResolvedModel:
     kind: ModelKind
     spec: str
     folder: Path
+
+
+@dataclass(frozen=True)
+class HubRequest:
+    """What is fetched from the hub for one model: ``repo_id`` at ``revision`` (None: the main branch), the
+    files matching ``allow_patterns``."""
+
+    kind: ModelKind
+    repo_id: str
+    revision: str | None
+    allow_patterns: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.repo_id!r} at revision {self.revision}" if self.revision else f"{self.repo_id!r} (main branch)"
+
+
+def hub_request(kind: ModelKind, spec: str) -> HubRequest:
+    """What hub spec ``org/name`` or ``org/name@REVISION`` fetches: a model set's id at its pinned revision with
+    its weights files, an explicit revision as given, any other id from its main branch with safetensors."""
+    repo_id, at, revision = spec.partition("@")
+    if at and not revision:
+        raise ModelNotFoundError(f"{FAMILY_NAMES[kind]} model {spec!r} names no revision after '@'",
+                                 f"write {repo_id}@COMMIT, or {repo_id} alone for the model set's pinned revision")
+    entry = pinned_entry(kind, repo_id)
+    if entry is not None:
+        return HubRequest(kind, repo_id, revision or entry.revision, (*CONFIG_PATTERNS, *entry.weights))
+    return HubRequest(kind, repo_id, revision or None, (*CONFIG_PATTERNS, *SAFETENSORS))
+
+
+def download_plan(settings: Settings, kinds: tuple[ModelKind, ...]) -> list[HubRequest]:
+    """What `image2mood models download` fetches for ``kinds``: each configured hub model, and the model set's
+    where a folder is configured (a model-set folder, which may not exist yet)."""
+    chosen = model_set(settings.model_set)
+    specs = {kind: settings.model_spec(kind) for kind in kinds}
+    return [hub_request(kind, chosen.hub_id(kind) if looks_like_path(spec) else spec) for kind, spec in specs.items()]
 
 
 def how_to_get(kind: ModelKind, spec: str) -> str:
@@ -85,44 +127,68 @@ def resolve_model(kind: ModelKind, spec: str, download: bool = True) -> Resolved
     return ResolvedModel(kind=kind, spec=spec, folder=folder)
 
 
-def download_model(kind: ModelKind, spec: str, target: Path) -> Path:
-    """Download hub model ``spec`` into ``target`` (a plain folder), for `image2mood models download`."""
+def download_model(request: HubRequest, target: Path) -> Path:
+    """Download ``request`` into ``target`` (a plain folder), for `image2mood models download`."""
+    family = FAMILY_NAMES[request.kind]
     try:
-        snapshot_download(spec, local_dir=target, allow_patterns=DOWNLOAD_PATTERNS)
+        _snapshot(request, local_dir=target)
+    except RevisionNotFoundError as exc:
+        raise _no_such_revision(request) from exc
     except Exception as exc:  # the hub client raises many kinds; all mean "could not download"
         raise ModelNotFoundError(
-            f"could not download {FAMILY_NAMES[kind]} model {spec!r} from the Hugging Face hub: {exc}"
+            f"could not download {family} model {request} from the Hugging Face hub: {exc}"
         ) from exc
-    absent = missing_files(kind, target)
+    absent = missing_files(request.kind, target)
     if absent:
         raise ModelNotFoundError(
-            f"{FAMILY_NAMES[kind]} model {spec!r} on the hub lacks {', '.join(absent)} "
-            f"(only safetensors weights are fetched); choose another model id"
+            f"{family} model {request} on the hub lacks {', '.join(absent)} "
+            f"(fetched: {', '.join(request.allow_patterns)}); choose another model id"
         )
     return target
+
+
+def _snapshot(request: HubRequest, **where: object) -> Path:
+    """Fetch ``request``'s files (``where``: ``local_dir`` or ``local_files_only``)."""
+    patterns = list(request.allow_patterns)
+    return Path(snapshot_download(request.repo_id, revision=request.revision, allow_patterns=patterns,
+                                  **where))  # type: ignore[arg-type]
+
+
+def _no_such_revision(request: HubRequest) -> ModelNotFoundError:
+    setting = f"IMAGE2MOOD_{request.kind.upper()}_MODEL"
+    return ModelNotFoundError(
+        f"{FAMILY_NAMES[request.kind]} model {request.repo_id!r} has no revision {request.revision} on the hub",
+        f"set {setting}={request.repo_id}@COMMIT with a commit the repo has (or @main), or pin it anew in the "
+        f"model set's file (image2mood/models/sets/)")
 
 
 def _from_hub(kind: ModelKind, spec: str, download: bool) -> Path:
     family = FAMILY_NAMES[kind]
     cache = constants.HF_HUB_CACHE
+    request = hub_request(kind, spec)
     try:
-        return Path(snapshot_download(spec, local_files_only=True, allow_patterns=DOWNLOAD_PATTERNS))
+        return _snapshot(request, local_files_only=True)
     except HFValidationError as exc:
         raise ModelNotFoundError(f"{family} model {spec!r} is neither a folder nor a hub id: {exc}") from exc
     except Exception:  # not in the local cache: fall through to the hub
         pass
+    fix = how_to_get(kind, spec)
+    if request.revision:
+        fix += (f"; a cache holding another revision of it serves with IMAGE2MOOD_{kind.upper()}_MODEL="
+                f"{request.repo_id}@main")
     if constants.is_offline_mode():
         raise ModelNotFoundError(
-            f"{family} model {spec!r} is not in the Hugging Face cache ({cache}) and the hub is off "
-            f"(HF_HUB_OFFLINE=1)", how_to_get(kind, spec))
+            f"{family} model {request} is not in the Hugging Face cache ({cache}) and the hub is off "
+            f"(HF_HUB_OFFLINE=1)", fix)
     if not download:
         raise ModelNotFoundError(
-            f"{family} model {spec!r} is not in the Hugging Face cache ({cache})",
-            f"`image2mood models check --download` fetches it (needs internet), or {how_to_get(kind, spec)}")
+            f"{family} model {request} is not in the Hugging Face cache ({cache})",
+            f"`image2mood models check --download` fetches it (needs internet), or {fix}")
     try:
-        return Path(snapshot_download(spec, allow_patterns=DOWNLOAD_PATTERNS))
+        return _snapshot(request)
+    except RevisionNotFoundError as exc:
+        raise _no_such_revision(request) from exc
     except Exception as exc:  # network down, unknown repo, gated repo ...
         raise ModelNotFoundError(
-            f"{family} model {spec!r} is not in the Hugging Face cache ({cache}) and could not be "
-            f"downloaded ({first_line(exc)})",
-            how_to_get(kind, spec)) from exc
+            f"{family} model {request} is not in the Hugging Face cache ({cache}) and could not be "
+            f"downloaded ({first_line(exc)})", fix) from exc

@@ -33,8 +33,11 @@ from transformers import (
 from image2mood.config import PROJECTION_FILE, TINY_MARKER
 from image2mood.models.projection import ProjectionConfig, ProjectionHead, save_projection
 from image2mood.models.resolve import ResolvedModel
+from image2mood.models.sets import model_set
 
-CLAP_DIM = 512  # CLAP's joint space keeps its real width, so stored vectors have the real shape
+TINY = model_set("tiny")
+"""The tiny set's sizes and layers (image2mood/models/sets/tiny.json)."""
+CLAP_DIM = TINY.models["clap"].dim  # CLAP's joint space keeps its real width, so stored vectors have the real shape
 
 # Enough words for BLIP's tokenizer to spell captions of photos with.
 _WORDS = (
@@ -64,10 +67,11 @@ def _mark(folder: Path, what: str) -> None:
 def write_tiny_clip(folder: Path, seed: int = 0) -> None:
     """open_clip CLIP (ViT image tower, the real CLIP BPE tokenizer) in the hub layout."""
     folder.mkdir(parents=True, exist_ok=True)
+    entry = TINY.models["clip"]
     model_cfg = {
-        "embed_dim": 64,
-        "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "head_width": 32, "patch_size": 32},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+        "embed_dim": entry.dim,
+        "vision_cfg": {"image_size": entry.image_size, **entry.architecture["vision_cfg"]},
+        "text_cfg": entry.architecture["text_cfg"],
     }
     torch.manual_seed(seed)
     model = open_clip.CLIP(**model_cfg)
@@ -93,20 +97,16 @@ def write_tiny_blip(folder: Path, seed: int = 0) -> None:
     """transformers BLIP captioner with a small WordPiece tokenizer of BLIP's special tokens."""
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _tiny_bert_tokenizer()
-    image_size = 64
+    entry = TINY.models["blip"]
+    image_size = entry.image_size
     config = BlipConfig(
         text_config={
-            "vocab_size": len(tokenizer), "hidden_size": 32, "encoder_hidden_size": 32,
-            "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "max_position_embeddings": 64, "pad_token_id": tokenizer.pad_token_id,
+            **entry.architecture["text_config"], "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
             "bos_token_id": tokenizer.bos_token_id, "sep_token_id": tokenizer.sep_token_id,
             "eos_token_id": tokenizer.sep_token_id,
         },
-        vision_config={
-            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "image_size": image_size, "patch_size": 16,
-        },
-        projection_dim=32,
+        vision_config={**entry.architecture["vision_config"], "image_size": image_size},
+        projection_dim=entry.architecture["projection_dim"],
     )
     torch.manual_seed(seed)
     BlipForConditionalGeneration(config).save_pretrained(folder)
@@ -132,22 +132,20 @@ def write_tiny_clap(folder: Path, seed: int = 0) -> None:
     """transformers CLAP (unfused HTSAT audio tower, RoBERTa text tower) with a byte-level tokenizer."""
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _tiny_roberta_tokenizer()
+    layers = TINY.models["clap"].architecture
     config = ClapConfig(
         text_config=ClapTextConfig(
-            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, max_position_embeddings=tokenizer.model_max_length + 2,
+            **layers["text_config"], vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length + 2,
             type_vocab_size=1, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id, projection_dim=CLAP_DIM,
         ).to_dict(),
-        audio_config=ClapAudioConfig(
-            depths=[1, 1], num_attention_heads=[2, 2], patch_embeds_hidden_size=16, hidden_size=32,
-            window_size=8, enable_fusion=False, projection_dim=CLAP_DIM,
-        ).to_dict(),
+        audio_config=ClapAudioConfig(**layers["audio_config"], enable_fusion=False, projection_dim=CLAP_DIM).to_dict(),
         projection_dim=CLAP_DIM,
     )
     torch.manual_seed(seed)
     ClapModel(config).save_pretrained(folder)
-    ClapFeatureExtractor(truncation="rand_trunc", padding="repeatpad").save_pretrained(folder)
+    ClapFeatureExtractor(sampling_rate=TINY.models["clap"].sample_rate, truncation="rand_trunc",
+                         padding="repeatpad").save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     _mark(folder, "CLAP")
 
@@ -158,5 +156,5 @@ def write_tiny_projection(target: Path, seed: int = 0) -> Path:
     clap = ResolvedModel("clap", str(target / "clap"), target / "clap")
     in_dim = json.loads((clip.folder / "open_clip_config.json").read_text())["model_cfg"]["embed_dim"]
     torch.manual_seed(seed)
-    head = ProjectionHead(ProjectionConfig(in_dim=in_dim, out_dim=CLAP_DIM, hidden=128))
+    head = ProjectionHead(ProjectionConfig(in_dim=in_dim, out_dim=CLAP_DIM, hidden=TINY.projection_hidden))
     return save_projection(target / PROJECTION_FILE, head, clip, clap)
