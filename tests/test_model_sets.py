@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,34 @@ def test_tiny_models_are_built_from_the_tiny_set(tiny_models: Path) -> None:
     assert blip["text_config"]["hidden_size"] == tiny["blip"].architecture["text_config"]["hidden_size"]
     facts = read_clap_facts(resolve_model("clap", str(tiny_models / "clap")))
     assert (facts.dim, facts.sample_rate) == (tiny["clap"].dim, tiny["clap"].sample_rate)
+
+
+class _NoSuchRevision(BaseHTTPRequestHandler):
+    """A hub that has every repo but no revision: its API answers 404 with the hub's RevisionNotFound code."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.send_response(404)
+        self.send_header("X-Error-Code", "RevisionNotFound")
+        self.send_header("X-Error-Message", "Invalid rev id")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_revision_the_hub_lacks_is_named_with_the_fix(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NoSuchRevision)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {k: v for k, v in cli_env.items() if k != "IMAGE2MOOD_MODELS"}
+        env.update(HF_HUB_OFFLINE="0", HF_ENDPOINT=f"http://127.0.0.1:{server.server_port}",
+                   HF_HUB_CACHE=str(tmp_path / "empty"), IMAGE2MOOD_CLIP_MODEL="laion/clip-x@" + "d" * 40)
+        result = run_cli(["models", "download", str(tmp_path / "set")], env, tmp_path, timeout=120)
+    finally:
+        server.shutdown()
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"CLIP model 'laion/clip-x' has no revision {'d' * 40} on the hub" in result.stderr
+    assert "IMAGE2MOOD_CLIP_MODEL=laion/clip-x@COMMIT" in result.stderr and "image2mood/models/sets/" in result.stderr
