@@ -174,7 +174,7 @@ def _render_in(folder: Path, photo: Image.Image, audio_path: Path, clip: Clip, f
     try:
         done = subprocess.run(command, input=frame, capture_output=True, timeout=RENDER_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
-        raise RenderError(f"the video of {name} took over {RENDER_TIMEOUT_S:.0f} s and was stopped; "
+        raise RenderError(f"the video of {name} took over {RENDER_TIMEOUT_S:g} s and was stopped; "
                          "try a shorter clip or a smaller format") from None
     except OSError as e:
         raise RenderError(f"cannot make a video of {name}: ffmpeg did not run ({e}); {_INSTALL_FFMPEG}") from e
@@ -183,7 +183,7 @@ def _render_in(folder: Path, photo: Image.Image, audio_path: Path, clip: Clip, f
         raise RenderError(f"ffmpeg could not make the video of {name} ({lines[-1] if lines else done.returncode}); "
                          "the song's file may be damaged: re-index it or choose another song")
     if out.stat().st_size >= MAX_VIDEO_BYTES:
-        raise RenderError(f"the video of {name} grew past {MAX_VIDEO_BYTES >> 20} MB and was stopped; "
+        raise RenderError(f"the video of {name} grew past {MAX_VIDEO_BYTES / (1 << 20):g} MB and was stopped; "
                          "choose a shorter clip")
     return out
 

@@ -222,3 +222,16 @@ def test_a_missing_song_file_and_a_missing_ffmpeg_are_named(long_song, tmp_path:
 def test_an_unknown_format_is_refused(long_song, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown video format 'tall': use one of story, square, wide"):
         video.render(PHOTO, long_song[0], Clip(0, 3), tmp_path / "x.mp4", fmt="tall")
+
+
+def test_ffmpegs_time_and_the_videos_size_are_bounded(long_song, private_tmp: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "bounded.mp4"
+    monkeypatch.setattr(video, "RENDER_TIMEOUT_S", 0.05)
+    with pytest.raises(RenderError, match=r"the video of “Slow” took over 0.05 s and was stopped"):
+        video.render(PHOTO, long_song[0], Clip(0, 3), out, name="“Slow”")
+    monkeypatch.setattr(video, "RENDER_TIMEOUT_S", 60.0)
+    monkeypatch.setattr(video, "MAX_VIDEO_BYTES", 50_000)
+    with pytest.raises(RenderError, match=r"the video of “Big” grew past"):
+        video.render(PHOTO, long_song[0], Clip(0, 3), out, name="“Big”")
+    assert not out.exists() and list(private_tmp.iterdir()) == []
