@@ -21,7 +21,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,20 +100,23 @@ def render(photo: Image.Image, audio_path: Path, clip: Clip, out_path: Path, *, 
     song's file is missing or unreadable, ffmpeg is missing, fails, runs too long or writes too much),
     :class:`ClipTooLongError` (the clip ends after the song), ValueError for an unknown ``fmt``.
     """
-    folder = Path(tempfile.mkdtemp(prefix="image2mood-video-"))  # mode 0700: this user's alone
-    try:
-        rendered = _render_in(folder, photo, audio_path, clip, fmt, zoom, name or str(audio_path))
-        shutil.move(rendered, out_path)  # a failed render leaves nothing at out_path
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with _rendered(photo, audio_path, clip, fmt, zoom, name or str(audio_path)) as mp4:
+        shutil.move(mp4, out_path)  # a failed render leaves nothing at out_path
 
 
 def render_bytes(photo: Image.Image, audio_path: Path, clip: Clip, *, fmt: str = DEFAULT_FORMAT,
                  zoom: bool = False, name: str | None = None) -> bytes:
     """:func:`render`, returning the MP4's bytes; nothing is left on disk."""
+    with _rendered(photo, audio_path, clip, fmt, zoom, name or str(audio_path)) as mp4:
+        return mp4.read_bytes()
+
+
+@contextmanager
+def _rendered(photo: Image.Image, audio_path: Path, clip: Clip, fmt: str, zoom: bool, name: str) -> Iterator[Path]:
+    """The MP4, in a private temporary folder (mode 0700: this user's alone) deleted on leaving."""
     folder = Path(tempfile.mkdtemp(prefix="image2mood-video-"))
     try:
-        return _render_in(folder, photo, audio_path, clip, fmt, zoom, name or str(audio_path)).read_bytes()
+        yield _render_in(folder, photo, audio_path, clip, fmt, zoom, name)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
