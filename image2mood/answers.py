@@ -1,6 +1,7 @@
 """The JSON shapes of songs and answers, shared by the API, `recommend --json` and `songs --json`.
 
-One song shape everywhere: ``song_json``. A ranked song adds its score and moods; an answer adds the
+One song shape everywhere: ``song_json``. A ranked song adds its score, moods and ``highlight`` (``{start, end,
+score}`` in seconds, or null); an answer adds ``highlights_note`` when a song has none (why, and the fix), the
 route, the query's moods and (for a photo) the caption, alpha, note, faces, the photo's size and timings.
 Where the mood map placed them, the query and each song carry ``valence`` and ``arousal``; a kept
 answer carries its ``result_id``.
@@ -33,9 +34,16 @@ def library_song_json(song: Song) -> dict[str, Any]:
 
 
 def ranked_song_json(ranked: RankedSong) -> dict[str, Any]:
-    """A song in an answer: the song shape plus its score, its own moods and its place on the mood map."""
+    """A song in an answer: the song shape plus its score, its own moods, its place on the mood map and its
+    highlight (null when it has none)."""
     return {**song_json(ranked.song), "score": round(ranked.score, 4),
-            "moods": [m.to_json() for m in ranked.moods], **(ranked.point.to_json() if ranked.point else {})}
+            "moods": [m.to_json() for m in ranked.moods], **(ranked.point.to_json() if ranked.point else {}),
+            "highlight": ranked.highlight.to_json() if ranked.highlight else None}
+
+
+def highlights_note(songs: list[RankedSong]) -> str | None:
+    """Why some songs of an answer have no highlight, and how to get them; None when all have one."""
+    return next((ranked.no_highlight for ranked in songs if ranked.no_highlight), None)
 
 
 def recommendation_json(rec: Recommendation, result_id: str | None = None) -> dict[str, Any]:
@@ -48,4 +56,7 @@ def recommendation_json(rec: Recommendation, result_id: str | None = None) -> di
     if rec.point is not None:
         body.update(rec.point.to_json())
     body.update(moods=[m.to_json() for m in rec.moods], songs=[ranked_song_json(s) for s in rec.songs])
+    note = highlights_note(rec.songs)
+    if note:
+        body["highlights_note"] = note
     return body

@@ -42,6 +42,7 @@ class DecodedAudio:
     duration: float  # seconds of the whole file
     silent: bool  # True when the picked windows are (near) digital silence
     notes: tuple[str, ...] = ()  # what the decoder printed about damage it read past, each line once
+    starts: tuple[float, ...] = ()  # each window's start in the file, seconds (as :func:`window_starts` placed it)
 
 
 def window_starts(total: int, window: int, max_windows: int) -> list[int]:
@@ -148,7 +149,8 @@ def _decode(path: Path, source: Source, sample_rate: int, window_seconds: float,
         offset = round(start - first * sample_rate / rate)
         windows.append(_exact(chunk[offset : offset + window], window))
     silent = max(float(np.max(np.abs(w))) for w in windows) < SILENCE_PEAK
-    return DecodedAudio(windows=windows, duration=frames / rate, silent=silent)
+    return DecodedAudio(windows=windows, duration=frames / rate, silent=silent,
+                        starts=tuple(round(start / sample_rate, 3) for start in starts))
 
 
 def _exact(samples: np.ndarray, length: int) -> np.ndarray:

@@ -122,6 +122,9 @@ class Settings(BaseSettings):
         description="Folder of saved tuning reports (`image2mood tune run --out DIR/NAME`), listed by `serve` "
         "at /tune; unset, the page is off.",
     )
+    highlight_seconds: float = Field(
+        default=15.0, ge=1, le=600, description="Length of each answered song's highlight: the part of the song "
+        "closest to the query, where the page's players start (a song shorter than this: all of it).")
     results: Path = Field(
         default_factory=lambda: data_home() / "results",
         description="Folder of kept answers (caption, moods, query vector, song ids; a photo's thumbnail only "

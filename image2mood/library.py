@@ -111,12 +111,16 @@ def prepare(facts: FileFacts, settings: Settings, sample_rate: int) -> PreparedS
 
 
 def embed(prepared: PreparedSong, encoder: ClapEncoder, pooling: Pooling = "mean") -> Song:
-    """The stored form of a prepared file: its pooled (``pooling`` of its windows), L2-normalised CLAP
-    vector and metadata."""
-    facts, tags = prepared.facts, prepared.tags
+    """The stored form of a prepared file: its window vectors with where each window starts, their pooled
+    (``pooling``), L2-normalised CLAP vector, and metadata."""
+    from image2mood.models.clap import pool
+
+    facts, tags, audio = prepared.facts, prepared.tags, prepared.audio
+    windows = encoder.window_vectors(audio.windows)
     return Song(
         id=facts.id, path=stored_path(facts.path), content_hash=facts.content_hash, title=tags.title,
         artist=tags.artist, album=tags.album, genre=tags.genre,
-        duration=round(prepared.audio.duration, 3), size=facts.size, mtime_ns=facts.mtime_ns,
-        vector=encoder.encode_audio(prepared.audio.windows, pooling),
+        duration=round(audio.duration, 3), size=facts.size, mtime_ns=facts.mtime_ns,
+        window_starts=audio.starts, window_seconds=round(len(audio.windows[0]) / encoder.sample_rate, 3),
+        vector=pool(windows, pooling), windows=windows,
     )

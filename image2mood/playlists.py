@@ -1,7 +1,9 @@
 """An answer's songs as a playlist file: M3U8 (``#EXTM3U`` with ``#EXTINF``) or XSPF (XML).
 
 Each entry's location is the song's file path, or its ``/audio/<id>`` URL under a base URL, as the
-caller chooses. Tags come from files people did not write, so nothing in them can break the format:
+caller chooses. A song's highlight (its best part for the answer) is noted where the format allows: M3U8's
+``#EXTVLCOPT:start-time=`` and XSPF's VLC extension (``<vlc:option>start-time=...``), which VLC starts the song
+at, and XSPF's ``<annotation>`` ("Best part 0:30–0:45") for people. Tags come from files people did not write, so nothing in them can break the format:
 line breaks and control characters (C0, C1, Unicode separators) never reach an M3U8 line, and XSPF is
 written by ElementTree (which escapes markup) after characters that XML 1.0 cannot hold are dropped.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -20,6 +22,9 @@ from image2mood.errors import Image2MoodError
 from image2mood.store.base import Song
 
 XSPF_NS = "http://xspf.org/ns/0/"
+VLC_APPLICATION = "http://www.videolan.org/vlc/playlist/0"
+"""The XSPF ``<extension application=...>`` VLC reads its options from."""
+VLC_NS = "http://www.videolan.org/vlc/playlist/ns/0/"
 CREATOR = "image2mood"
 FORMATS = (".m3u8", ".m3u", ".xspf")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+")
@@ -41,13 +46,21 @@ class Entry:
     title: str
     artist: str | None
     duration: float  # seconds
+    highlight: tuple[float, float] | None = None  # the best part's start and end, seconds
 
 
-def entries(songs: Sequence[Song], base_url: str | None = None) -> list[Entry]:
-    """The songs in order; each located by its file path, or by ``base_url`` + ``/audio/<id>`` when given."""
+def entries(songs: Sequence[Song], base_url: str | None = None,
+            highlights: Mapping[str, Mapping[str, float] | None] | None = None) -> list[Entry]:
+    """The songs in order; each located by its file path, or by ``base_url`` + ``/audio/<id>`` when given, with
+    its highlight (``{start, end, ...}`` by song id) where ``highlights`` has one."""
     root = base_url.rstrip("/") if base_url else None
     return [Entry(location=f"{root}{audio_url(song.id)}" if root else song.path, title=song.title,
-                  artist=song.artist, duration=song.duration) for song in songs]
+                  artist=song.artist, duration=song.duration, highlight=_span((highlights or {}).get(song.id)))
+            for song in songs]
+
+
+def _span(highlight: Mapping[str, float] | None) -> tuple[float, float] | None:
+    return None if not highlight else (float(highlight["start"]), float(highlight["end"]))
 
 
 def m3u8(tracks: Sequence[Entry], title: str | None = None) -> str:
@@ -58,6 +71,8 @@ def m3u8(tracks: Sequence[Entry], title: str | None = None) -> str:
     for track in tracks:
         seconds = round(track.duration) if track.duration > 0 else -1  # -1: unknown, as M3U has it
         lines.append(f"#EXTINF:{seconds},{_line(_label(track))}")
+        if track.highlight:
+            lines.append(f"#EXTVLCOPT:start-time={track.highlight[0]:g}")
         lines.append(_m3u_location(track.location))
     return "\n".join(lines) + "\n"
 
@@ -65,6 +80,7 @@ def m3u8(tracks: Sequence[Entry], title: str | None = None) -> str:
 def xspf(tracks: Sequence[Entry], title: str | None = None, creator: str = CREATOR) -> str:
     """An XSPF 1 playlist: title and creator, and per track its location, title, creator and duration (ms)."""
     ET.register_namespace("", XSPF_NS)
+    ET.register_namespace("vlc", VLC_NS)
     playlist = ET.Element(f"{{{XSPF_NS}}}playlist", version="1")
     if title:
         _child(playlist, "title", title)
@@ -76,8 +92,13 @@ def xspf(tracks: Sequence[Entry], title: str | None = None, creator: str = CREAT
         _child(track, "title", entry.title)
         if entry.artist:
             _child(track, "creator", entry.artist)
+        if entry.highlight:  # in XSPF's order: annotation after creator, extension last
+            _child(track, "annotation", f"Best part {_clock(entry.highlight[0])}–{_clock(entry.highlight[1])}")
         if entry.duration > 0:
             _child(track, "duration", str(round(entry.duration * 1000)))
+        if entry.highlight:
+            vlc = ET.SubElement(track, f"{{{XSPF_NS}}}extension", application=VLC_APPLICATION)
+            ET.SubElement(vlc, f"{{{VLC_NS}}}option").text = f"start-time={entry.highlight[0]:g}"
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(playlist, encoding="unicode") + "\n"
 
 
@@ -96,6 +117,12 @@ def write(path: Path, tracks: Sequence[Entry], title: str | None = None) -> None
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise PlaylistError(f"cannot write the playlist {path}: {exc.strerror or exc}") from None
+
+
+def _clock(seconds: float) -> str:
+    """``m:ss``, the seconds cut down as a player's clock shows them."""
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}:{rest:02d}"
 
 
 def _label(track: Entry) -> str:

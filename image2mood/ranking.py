@@ -1,5 +1,5 @@
 """Ranking: the songs nearest to a query, reordered for diversity (maximal marginal relevance, a cap per
-artist), each with its moods and its place on the mood map."""
+artist), each with its moods, its place on the mood map and its highlight (:mod:`image2mood.highlights`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from image2mood.highlights import Highlight, highlights, missing_reason
 from image2mood.moodmap import MapPoint, MoodMap
 from image2mood.moods import MoodScore, MoodSpace
 from image2mood.store.base import Song, SongFilter, SongStore
@@ -31,12 +32,15 @@ class RankedSong:
     score: float
     moods: list[MoodScore]
     point: MapPoint | None = None  # the song on the mood map
+    highlight: Highlight | None = None  # its part closest to the query
+    no_highlight: str | None = None  # why it has none, and how to get one (None: it has one, or none was asked)
 
 
 def rank(store: SongStore, query: np.ndarray, options: Options, moods: MoodSpace,
-         mood_map: MoodMap | None = None) -> list[RankedSong]:
+         mood_map: MoodMap | None = None, highlight_seconds: float | None = None) -> list[RankedSong]:
     """The songs of ``store`` nearest to a query vector, reordered for diversity when ``options`` ask, each with
-    its nearest moods in ``moods`` and (given a ``mood_map``) its place on the map."""
+    its nearest moods in ``moods``, (given a ``mood_map``) its place on the map and (given ``highlight_seconds``)
+    its highlight of that length, or why it has none."""
     diverse = options.max_per_artist is not None or options.mmr is not None
     limit = options.top * CANDIDATES_PER_RESULT if diverse else options.top
     hits = store.search(query, limit=limit, song_filter=options.song_filter, with_vectors=True)
@@ -50,8 +54,11 @@ def rank(store: SongStore, query: np.ndarray, options: Options, moods: MoodSpace
         points: list[MapPoint | None] = [None] * len(ranked)
     else:
         points = mood_map.place(np.stack([song.vector for song, _ in ranked]))
-    return [RankedSong(song, score, moods.top(song.vector), point)
-            for (song, score), point in zip(ranked, points, strict=True)]
+    songs = [song for song, _ in ranked]
+    found = [None] * len(ranked) if highlight_seconds is None else highlights(store, songs, query, highlight_seconds)
+    why = None if highlight_seconds is None else missing_reason(store)
+    return [RankedSong(song, score, moods.top(song.vector), point, highlight, why if highlight is None else None)
+            for (song, score), point, highlight in zip(ranked, points, found, strict=True)]
 
 
 def _cap_per_artist(ranked: list[tuple[Song, float]], cap: int) -> list[tuple[Song, float]]:

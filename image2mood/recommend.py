@@ -210,7 +210,7 @@ class Recommender:
 
     def rank(self, query: np.ndarray, options: Options) -> list[RankedSong]:
         """The stored songs nearest to a query vector (see :func:`image2mood.ranking.rank`)."""
-        return rank(self.store, query, options, self.moods, self.mood_map)
+        return rank(self.store, query, options, self.moods, self.mood_map, self.settings.highlight_seconds)
 
 
 def _timed(timings: dict[str, float], name: str, work):

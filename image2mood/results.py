@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from image2mood.answers import highlights_note
 from image2mood.config import Settings
 from image2mood.errors import Image2MoodError
 
@@ -57,12 +58,13 @@ class SavedResult:
     route: str
     moods: list[dict[str, Any]]
     vector: list[float]
-    songs: list[dict[str, Any]]  # per song: id, score, moods, valence, arousal
+    songs: list[dict[str, Any]]  # per song: id, score, moods, valence, arousal, highlight ({start, end, score} or None)
     caption: str | None = None
     query: str | None = None  # the words searched for, or the song asked about
     valence: float | None = None
     arousal: float | None = None
     thumbnail: bytes | None = field(default=None, repr=False)  # JPEG, only when the person shared it
+    highlights_note: str | None = None  # why songs have no highlight (see image2mood.answers.highlights_note)
 
     @property
     def song_ids(self) -> list[str]:
@@ -102,10 +104,12 @@ def result_from(rec: Recommendation, query: str | None = None, thumbnail: bytes 
     """What is kept of an answer (a new id, made now)."""
     point = rec.point.to_json() if rec.point else {}
     songs = [{"id": ranked.song.id, "score": round(ranked.score, 4), "moods": [m.to_json() for m in ranked.moods],
-              **(ranked.point.to_json() if ranked.point else {})} for ranked in rec.songs]
+              **(ranked.point.to_json() if ranked.point else {}),
+              "highlight": ranked.highlight.to_json() if ranked.highlight else None} for ranked in rec.songs]
     return SavedResult(id=new_id(), created=time.time(), route=rec.route, moods=[m.to_json() for m in rec.moods],
                        vector=[round(float(x), 6) for x in rec.vector], songs=songs, caption=rec.caption,
-                       query=query, valence=point.get("valence"), arousal=point.get("arousal"), thumbnail=thumbnail)
+                       query=query, valence=point.get("valence"), arousal=point.get("arousal"), thumbnail=thumbnail,
+                       highlights_note=highlights_note(rec.songs))
 
 
 class ResultStore:

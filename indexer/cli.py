@@ -16,6 +16,7 @@ from image2mood.config import Settings
 from image2mood.errors import StoreError, StoreLockedError, StoreMismatchError
 from image2mood.paths import shown_path
 from image2mood.store import Song, SongStore, StoreInfo, open_configured_store
+from image2mood.store.base import NO_WINDOWS_LAYOUT
 from image2mood.text import json_line, printable
 from cli_options import store_option, with_store
 from indexer.options import WindowCount
@@ -50,10 +51,13 @@ class PathOrServer(click.ParamType):
 @click.option("--windows", type=WindowCount(), default=None,
               help="Windows embedded per song, 1 to 64, or 'all': every 10-s window (up to 64), CLAP in bf16 where "
                    "the CPU is fast at it (default: IMAGE2MOOD_WINDOWS_PER_SONG).")
+@click.option("--rewindow", is_flag=True,
+              help="Also embed again the songs stored without window vectors (copied from an older store), so that "
+                   "answers show their best part.")
 @click.option("-v", "--verbose", is_flag=True, help="Print 'stored: PATH' for each song once it is stored durably.")
 @click.pass_obj
 def index(settings: Settings, paths: tuple[Path | str, ...], store: str | None, prune: bool, dry_run: bool,
-          windows: int | None, verbose: bool) -> None:
+          windows: int | None, rewindow: bool, verbose: bool) -> None:
     """Add the music files in PATHS (files or folders) to the store; `index subsonic` adds the songs of the
     music server IMAGE2MOOD_SUBSONIC_URL and removes those it no longer lists; `index ray SOURCE...` indexes
     a catalogue on a Ray cluster (see `image2mood index ray --help`)."""
@@ -77,7 +81,9 @@ def index(settings: Settings, paths: tuple[Path | str, ...], store: str | None, 
             stack.enter_context(song_store)
         from indexer.pipeline import Indexer, all_unchanged
 
-        if song_store is not None and server is None and not prune:
+        if song_store is not None and rewindow and not song_store.has_windows:
+            raise click.ClickException(f"cannot --rewindow the store at {song_store.location}: {NO_WINDOWS_LAYOUT}")
+        if song_store is not None and server is None and not prune and not rewindow:
             unchanged = all_unchanged(song_store, paths)
             # Nothing to embed: no model to load. (Only songs stored by this version carry size and mtime, so
             # a store that needs re-indexing for its audio preprocessing never takes this path.)
@@ -86,7 +92,8 @@ def index(settings: Settings, paths: tuple[Path | str, ...], store: str | None, 
                 return
         if song_store is None:
             song_store = stack.enter_context(open_configured_store(settings, wanted))
-        indexer = Indexer(song_store, encoder, settings, on_stored=_print_stored if verbose else None)
+        indexer = Indexer(song_store, encoder, settings, on_stored=_print_stored if verbose else None,
+                          rewindow=rewindow)
         try:
             if server is not None:
                 from indexer.subsonic import index_server

@@ -127,14 +127,15 @@ class Indexer:
     """Adds new and changed songs to a store, skips unchanged ones, optionally prunes vanished ones.
 
     ``warn`` gets each line about a skipped file, a decoder note or a removal; ``on_stored`` gets
-    each batch of songs once the store has it durably.
+    each batch of songs once the store has it durably. ``rewindow``: songs stored without window vectors
+    (copied from a store made before they were kept) are embedded again, unchanged or not.
     """
 
     def __init__(self, store: SongStore, encoder: ClapEncoder | PendingEncoder, settings: Settings,
                  warn: Callable[[str], None] = _say,
-                 on_stored: Callable[[Sequence[Song]], None] | None = None) -> None:
+                 on_stored: Callable[[Sequence[Song]], None] | None = None, rewindow: bool = False) -> None:
         self.store, self.encoder, self.settings, self.warn = store, encoder, settings, warn
-        self.on_stored = on_stored
+        self.on_stored, self.rewindow = on_stored, rewindow
         self.known: dict[str, Song] = {}
         self.by_hash: dict[str, str] = {}
         self.restat: list[FileFacts] = []
@@ -191,18 +192,25 @@ class Indexer:
         try:
             facts = file_facts(path, hashed=False)
             stored = self.known.get(facts.id)
+            if stored is not None and self.lacks_windows(stored):
+                stored = None  # embedded again, as if new
             if stored is not None and facts.same_file(stored):
                 return _Unchanged(facts)
             facts = facts.hashed()
             if stored is not None and stored.content_hash == facts.content_hash:
                 return _Unchanged(facts, restat=True)
-            if facts.content_hash in self.by_hash:
-                return facts  # same content stored under another path: reuse its vector
+            known = self.by_hash.get(facts.content_hash)
+            if known is not None and not self.lacks_windows(self.known[known]):
+                return facts  # same content stored under another path: reuse its vectors
             return prepare(facts, self.settings, self.encoder.sample_rate)
         except (Image2MoodError, OSError) as exc:
             return _Failed(path, str(exc))
         except Exception as exc:  # a decoder library's own failure: still one file, not the run
             return _Failed(path, f"cannot index {path}: {type(exc).__name__}: {exc}")
+
+    def lacks_windows(self, stored: Song) -> bool:
+        """Whether ``stored`` is to be embedded again for its window vectors (``rewindow``)."""
+        return self.rewindow and stored.window_starts is None
 
     def _take(self, item: PreparedSong | FileFacts | _Unchanged | _Failed,
               pending: list[Song], report: IndexReport) -> None:
@@ -234,7 +242,7 @@ class Indexer:
         self.warn(f"failed: {reason}")
 
     def _moved(self, facts: FileFacts) -> Song:
-        original = self.store.get([self.by_hash[facts.content_hash]], with_vectors=True)[0]
+        original = self.store.get([self.by_hash[facts.content_hash]], with_vectors=True, with_windows=True)[0]
         tags = read_tags(facts.path)
         return dataclasses.replace(
             original, id=facts.id, path=stored_path(facts.path), title=tags.title, artist=tags.artist,
@@ -246,7 +254,7 @@ class Indexer:
         were kept) or whose file was touched, so that the next run need not read them."""
         for start in range(0, len(self.restat), self.settings.upsert_batch):
             chunk = {facts.id: facts for facts in self.restat[start:start + self.settings.upsert_batch]}
-            stored = self.store.get(list(chunk), with_vectors=True)
+            stored = self.store.get(list(chunk), with_vectors=True, with_windows=True)
             self.store.upsert([dataclasses.replace(song, size=chunk[song.id].size, mtime_ns=chunk[song.id].mtime_ns)
                                for song in stored])
         self.restat.clear()

@@ -50,7 +50,7 @@ def _look_at(indexer: Indexer, client: SubsonicClient, song: ServerSong) -> Prep
     """Worker-thread part: compare with the store, else stream and decode the song's windows."""
     facts = server_facts(client, song)
     stored = indexer.known.get(facts.id)
-    if stored is not None and stored.content_hash == facts.content_hash:
+    if stored is not None and stored.content_hash == facts.content_hash and not indexer.lacks_windows(stored):
         return _Unchanged(facts)
     settings = indexer.settings
     try:

@@ -116,12 +116,14 @@ class ClapEncoder:
         out = self.model.get_audio_features(input_features=features, is_longer=is_longer)
         return l2_normalise(out.pooler_output.float().cpu().numpy())
 
+    def window_vectors(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        """A song's window vectors, ``[n, dim]``, embedded :data:`WINDOW_BATCH` at a time."""
+        return np.concatenate([self.encode_windows(windows[i:i + WINDOW_BATCH])
+                               for i in range(0, len(windows), WINDOW_BATCH)])
+
     def encode_audio(self, windows: Sequence[np.ndarray], pooling: Pooling = "mean") -> np.ndarray:
-        """A song's vector: the mean (or the element-wise max) of its window vectors, embedded
-        :data:`WINDOW_BATCH` at a time, L2-normalised."""
-        vectors = np.concatenate([self.encode_windows(windows[i:i + WINDOW_BATCH])
-                                  for i in range(0, len(windows), WINDOW_BATCH)])
-        return l2_normalise(vectors.max(axis=0) if pooling == "max" else vectors.mean(axis=0))
+        """A song's vector: :func:`pool` of its :meth:`window_vectors`."""
+        return pool(self.window_vectors(windows), pooling)
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
@@ -141,6 +143,11 @@ class ClapEncoder:
             attention_mask=tokens["attention_mask"].to(self.device),
         )
         return l2_normalise(out.pooler_output.float().cpu().numpy())
+
+
+def pool(vectors: np.ndarray, pooling: Pooling = "mean") -> np.ndarray:
+    """One song vector from its window vectors: their mean (or element-wise max), L2-normalised."""
+    return l2_normalise(vectors.max(axis=0) if pooling == "max" else vectors.mean(axis=0))
 
 
 def _pad(window: np.ndarray, size: int, mode: str) -> np.ndarray:

@@ -30,8 +30,21 @@ from image2mood.store.identity import (  # re-exported (``X as X``): other modul
 )
 
 VECTOR_NAME = "audio"
-"""The named vector that holds a song's CLAP audio embedding."""
+"""The named vector that holds a song's CLAP audio embedding (its windows pooled): the one searched."""
+WINDOWS_NAME = "windows"
+"""The named multivector that holds a song's window vectors, one per decoded window (never searched: read
+for the songs of an answer, to find their best part). Stored as float16, on disk (``bench/windows.py``)."""
 
+NO_WINDOWS_LAYOUT = (
+    "this store was made before image2mood kept each song's window vectors, so its answers have no highlights "
+    "(each song's best part), and its layout cannot gain them in place: copy it into a new store with "
+    "`image2mood store migrate --to NEW_STORE`, then run `image2mood index MUSIC_DIR --rewindow --store NEW_STORE` "
+    "and use NEW_STORE (IMAGE2MOOD_STORE)")
+"""Why an old store's answers have no highlights, and how to get them."""
+NO_WINDOWS_SONGS = (
+    "some songs were stored without window vectors (copied from an older store), so they have no highlight; "
+    "`image2mood index MUSIC_DIR --rewindow` embeds them again with their windows")
+"""Why songs of a store that holds window vectors may lack a highlight, and how to get them."""
 EXACT_SEARCH_LIMIT: int = Settings.model_fields["exact_search_limit"].default
 """IMAGE2MOOD_EXACT_SEARCH_LIMIT's default. Libraries up to this size are searched by comparing every full
 vector (about 2.5 ms at 20k songs on two cores). Larger ones are scanned through the 4-bit TurboQuant codes every song gets as it is written
@@ -65,10 +78,20 @@ class Song:
     duration: float = 0.0
     size: int | None = None  # the file's size and mtime when it was hashed: a rerun trusts them (None: unknown)
     mtime_ns: int | None = None
+    window_starts: tuple[float, ...] | None = None
+    """Where each of ``windows`` starts in the song, seconds; None: no window vectors stored."""
+    window_seconds: float | None = None
+    """How long each window is, seconds (a song shorter than a window: the song's length)."""
     vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+    windows: np.ndarray | None = field(default=None, compare=False, repr=False)
+    """The window vectors, ``[len(window_starts), dim]`` (read only when asked for: ``with_windows``)."""
+
+    def __post_init__(self) -> None:
+        if self.window_starts is not None and not isinstance(self.window_starts, tuple):
+            object.__setattr__(self, "window_starts", tuple(float(t) for t in self.window_starts))
 
     def to_payload(self) -> dict[str, Any]:
-        """The stored payload: every field but ``id`` and ``vector``."""
+        """The stored payload: every field but ``id``, ``vector`` and ``windows``."""
         return {
             "path": self.path,
             "content_hash": self.content_hash,
@@ -79,13 +102,18 @@ class Song:
             "duration": float(self.duration),
             "size": self.size,
             "mtime_ns": self.mtime_ns,
+            "window_starts": None if self.window_starts is None else list(self.window_starts),
+            "window_seconds": self.window_seconds,
         }
 
     @classmethod
     def from_payload(cls, id: Any, payload: Mapping[str, Any] | None, vector: Any = None) -> Song:
-        """Rebuild a song from a backend record (id as str or UUID, vector as list/dict/array)."""
+        """Rebuild a song from a backend record (id as str or UUID, vector as list/dict/array; a dict may
+        hold the window vectors too)."""
         p = payload or {}
+        windows = None
         if isinstance(vector, Mapping):
+            windows = vector.get(WINDOWS_NAME)
             vector = vector.get(VECTOR_NAME)
         return cls(
             id=str(id),
@@ -98,7 +126,10 @@ class Song:
             duration=float(p.get("duration") or 0.0),
             size=p.get("size"),
             mtime_ns=p.get("mtime_ns"),
+            window_starts=p.get("window_starts"),
+            window_seconds=p.get("window_seconds"),
             vector=None if vector is None else np.asarray(vector, dtype=np.float32),
+            windows=None if windows is None else np.asarray(windows, dtype=np.float32),
         )
 
 
@@ -154,6 +185,9 @@ class SongStore(ABC):
     location: str
     info: StoreInfo
     """What the store records as having built its vectors (always known for an open store)."""
+    has_windows: bool = False
+    """Whether the store's layout holds window vectors (stores made before they were kept do not, and
+    cannot gain them in place: see :data:`NO_WINDOWS_LAYOUT`)."""
     exact_limit: int = EXACT_SEARCH_LIMIT
     """Up to this many songs every search compares full vectors; above it, quantised codes first, then
     rescoring (see :data:`EXACT_SEARCH_LIMIT`). ``open_configured_store`` sets it from
@@ -161,7 +195,8 @@ class SongStore(ABC):
     _counted: tuple[int, float] | None = None
 
     def upsert(self, songs: Sequence[Song]) -> None:
-        """Insert or replace a batch of songs (every vector given); durable when it returns."""
+        """Insert or replace a batch of songs (every vector given; window vectors where the song has them and
+        the store's layout holds them, else the song is stored without them); durable when it returns."""
         if not songs:
             return
         for song in songs:
@@ -169,6 +204,7 @@ class SongStore(ABC):
             if song.vector is None:
                 raise StoreError(f"song {song.path} has no vector; the store needs one for every song")
         vectors = np.stack([self._check_vector(s.vector, f"song {s.path}") for s in songs])
+        songs = [self._checked_windows(s) for s in songs]
         with self._errors():
             self._upsert(songs, vectors)
         self._counted = None
@@ -181,21 +217,30 @@ class SongStore(ABC):
                 self._delete(keys)
             self._counted = None
 
-    def get(self, ids: Sequence[str], with_vectors: bool = True) -> list[Song]:
-        """The songs with these ids, in the order asked; missing ids are simply absent."""
+    def get(self, ids: Sequence[str], with_vectors: bool = True, with_windows: bool = False) -> list[Song]:
+        """The songs with these ids, in the order asked; missing ids are simply absent. ``with_windows``:
+        their window vectors too (a copy that must keep them)."""
         keys = list(dict.fromkeys(canonical_id(i) for i in ids))
         if not keys:
             return []
         with self._errors():
-            found = {s.id: s for s in self._get(keys, with_vectors)}
+            found = {s.id: s for s in self._get(keys, self._names(with_vectors, with_windows))}
         return [found[k] for k in keys if k in found]
 
-    def scroll(self, with_vectors: bool = False, batch: int = 256) -> Iterator[Song]:
+    def window_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The window vectors of the songs with these ids (one read), by id; songs without them are absent."""
+        if not self.has_windows or not ids:
+            return {}
+        return {song.id: song.windows for song in self.get(ids, with_vectors=False, with_windows=True)
+                if song.windows is not None and song.window_starts is not None}
+
+    def scroll(self, with_vectors: bool = False, batch: int = 256, with_windows: bool = False) -> Iterator[Song]:
         """Every song, fetched ``batch`` at a time."""
         offset: Any = None
+        names = self._names(with_vectors, with_windows)
         while True:
             with self._errors():
-                songs, offset = self._scroll_page(offset, batch, with_vectors)
+                songs, offset = self._scroll_page(offset, batch, names)
             yield from songs
             if offset is None:
                 return
@@ -256,6 +301,28 @@ class SongStore(ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.location}>"
 
+    def _names(self, with_vectors: bool, with_windows: bool) -> list[str]:
+        """The named vectors a read returns: the pooled one, the windows (where the layout has them), both, none."""
+        return [name for name, wanted in ((VECTOR_NAME, with_vectors), (WINDOWS_NAME, with_windows and self.has_windows))
+                if wanted]
+
+    def _checked_windows(self, song: Song) -> Song:
+        """The song as this store keeps it: its window vectors checked (finite, ``dim`` wide, one per start),
+        or, in a store whose layout has none, without them and their starts."""
+        if song.windows is None and song.window_starts is None:
+            return song
+        if not self.has_windows:
+            return replace(song, windows=None, window_starts=None, window_seconds=None)
+        windows = None if song.windows is None else np.asarray(song.windows, dtype=np.float32)
+        starts = song.window_starts or ()
+        if windows is None or windows.shape != (len(starts), self.info.dim) or not starts or not song.window_seconds:
+            raise StoreError(f"song {song.path}: {len(starts)} window starts and window vectors of shape "
+                             f"{None if windows is None else windows.shape} (window length {song.window_seconds}); "
+                             f"the store at {self.location} needs one {self.info.dim}-d vector per start")
+        if not np.isfinite(windows).all():
+            raise StoreError(f"song {song.path} has NaN or infinite values in its window vectors")
+        return replace(song, windows=windows)
+
     def _check_vector(self, vector: Any, what: str) -> np.ndarray:
         v = np.asarray(vector, dtype=np.float32)
         if v.shape != (self.info.dim,):
@@ -275,17 +342,19 @@ class SongStore(ABC):
             raise StoreError(f"the store at {self.location} failed: {e}") from e
 
     @abstractmethod
-    def _upsert(self, songs: Sequence[Song], vectors: np.ndarray) -> None: ...
+    def _upsert(self, songs: Sequence[Song], vectors: np.ndarray) -> None:
+        """Write the songs with their pooled ``vectors`` and, where a song has them, its ``windows``."""
 
     @abstractmethod
     def _delete(self, ids: list[str]) -> None: ...
 
     @abstractmethod
-    def _get(self, ids: list[str], with_vectors: bool) -> list[Song]: ...
+    def _get(self, ids: list[str], names: list[str]) -> list[Song]:
+        """The songs with these ids, with the named vectors in ``names``."""
 
     @abstractmethod
-    def _scroll_page(self, offset: Any, limit: int, with_vectors: bool) -> tuple[list[Song], Any]:
-        """One page of songs and the offset of the next page (None after the last)."""
+    def _scroll_page(self, offset: Any, limit: int, names: list[str]) -> tuple[list[Song], Any]:
+        """One page of songs (with the named vectors in ``names``) and the offset of the next page (None after the last)."""
 
     @abstractmethod
     def _search(self, vector: np.ndarray, limit: int, song_filter: SongFilter | None,

@@ -29,6 +29,7 @@ from image2mood.store.base import (
     KEYWORD_FIELDS,
     OVERSAMPLING,
     VECTOR_NAME,
+    WINDOWS_NAME,
     Hit,
     Song,
     SongFilter,
@@ -77,7 +78,9 @@ class EmbeddedStore(SongStore):
             self.check(info, access)
         try:
             if (shard_path / "edge_config.json").is_file():
-                return qe.EdgeShard.load(str(shard_path), _edge_config(self.info.dim))
+                self.has_windows = _has_windows(shard_path)
+                return qe.EdgeShard.load(str(shard_path), _edge_config(self.info.dim, self.has_windows))
+            self.has_windows = True
             return _create_shard(shard_path, self.info.dim)
         except Exception as e:
             if "WouldBlock" in str(e):
@@ -86,7 +89,9 @@ class EmbeddedStore(SongStore):
 
     def _upsert(self, songs: Sequence[Song], vectors: np.ndarray) -> None:
         points = [
-            qe.Point(s.id, {VECTOR_NAME: v}, s.to_payload()) for s, v in zip(songs, vectors, strict=True)
+            qe.Point(s.id, {VECTOR_NAME: v, **({} if s.windows is None else {WINDOWS_NAME: s.windows})},
+                     s.to_payload())
+            for s, v in zip(songs, vectors, strict=True)
         ]
         self._shard.update(qe.UpdateOperation.upsert_points(points))
         self._shard.flush()
@@ -95,12 +100,12 @@ class EmbeddedStore(SongStore):
         self._shard.update(qe.UpdateOperation.delete_points(ids))
         self._shard.flush()
 
-    def _get(self, ids: list[str], with_vectors: bool) -> list[Song]:
-        records = self._shard.retrieve(ids, with_payload=True, with_vector=with_vectors)
+    def _get(self, ids: list[str], names: list[str]) -> list[Song]:
+        records = self._shard.retrieve(ids, with_payload=True, with_vector=names or False)
         return [Song.from_payload(r.id, r.payload, r.vector) for r in records]
 
-    def _scroll_page(self, offset: Any, limit: int, with_vectors: bool) -> tuple[list[Song], Any]:
-        request = qe.ScrollRequest(offset=offset, limit=limit, with_payload=True, with_vector=with_vectors)
+    def _scroll_page(self, offset: Any, limit: int, names: list[str]) -> tuple[list[Song], Any]:
+        request = qe.ScrollRequest(offset=offset, limit=limit, with_payload=True, with_vector=names or False)
         records, next_offset = self._shard.scroll(request)
         return [Song.from_payload(r.id, r.payload, r.vector) for r in records], next_offset
 
@@ -111,7 +116,7 @@ class EmbeddedStore(SongStore):
             query=qe.Query.Nearest(vector, using=VECTOR_NAME),
             filter=_edge_filter(song_filter) if song_filter else None,
             with_payload=True,
-            with_vector=with_vectors,
+            with_vector=[VECTOR_NAME] if with_vectors else False,
             params=qe.SearchParams(exact=True) if exact else _QUANTISED,
         )
         return [Hit(Song.from_payload(p.id, p.payload, p.vector), p.score) for p in self._shard.query(request)]
@@ -176,18 +181,33 @@ def _write_info(path: Path, info: StoreInfo) -> None:
 _QUANTISED = qe.SearchParams(quantization=qe.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING))
 
 
-def _edge_config(dim: int) -> qe.EdgeConfig:
+def _edge_config(dim: int, windows: bool = True) -> qe.EdgeConfig:
     """The shard's configuration, given at creation and again at each load (older stores, made with
     HNSW settings, take these on at their next load and get codes at their next ``optimize``).
 
     ``m=0`` builds no HNSW graph; every segment keeps 4-bit TurboQuant codes in RAM beside the float32
-    vectors used for rescoring (appendable ones as songs are written)."""
-    vectors = qe.EdgeVectorParams(
+    vectors used for rescoring (appendable ones as songs are written). ``windows``: the shard also holds
+    the window vectors (a MaxSim multivector, float16, on disk, no codes: never searched); a shard made
+    without them must be loaded without them (Qdrant Edge refuses a vector its segments lack)."""
+    vectors = {VECTOR_NAME: qe.EdgeVectorParams(
         size=dim, distance=qe.Distance.Cosine,
         quantization_config=qe.TurboQuantQuantizationConfig(bits=qe.TurboQuantBitSize.Bits4, memory=qe.Memory.Pinned),
-    )
-    return qe.EdgeConfig(vectors={VECTOR_NAME: vectors},
+    )}
+    if windows:
+        vectors[WINDOWS_NAME] = qe.EdgeVectorParams(
+            size=dim, distance=qe.Distance.Cosine, datatype=qe.VectorStorageDatatype.Float16, memory=qe.Memory.Cold,
+            multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim))
+    return qe.EdgeConfig(vectors=vectors,
                          hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000))
+
+
+def _has_windows(shard_path: Path) -> bool:
+    """Whether the shard was made with window vectors (its own record of its configuration says)."""
+    try:
+        config = json.loads((shard_path / "edge_config.json").read_text(encoding="utf-8"))
+        return WINDOWS_NAME in config["vectors"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise StoreError(f"cannot read {shard_path / 'edge_config.json'} (the shard's configuration): {e}") from e
 
 
 def _create_shard(path: Path, dim: int) -> qe.EdgeShard:

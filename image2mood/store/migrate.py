@@ -110,7 +110,7 @@ def migrate(source: SongStore, target: SongStore, *, prune: bool = False, batch:
     with tqdm(total=len(plan.to_copy), unit="song", dynamic_ncols=True, mininterval=0.5,
               disable=not plan.to_copy) as bar:
         for start in range(0, len(plan.to_copy), batch):
-            songs = source.get(plan.to_copy[start:start + batch], with_vectors=True)
+            songs = source.get(plan.to_copy[start:start + batch], with_vectors=True, with_windows=True)
             target.upsert(songs)
             report.copied += len(songs)
             bar.update(len(songs))

@@ -21,6 +21,7 @@ from image2mood.store.base import (
     KEYWORD_FIELDS,
     OVERSAMPLING,
     VECTOR_NAME,
+    WINDOWS_NAME,
     Hit,
     Song,
     SongFilter,
@@ -35,6 +36,16 @@ _CODES = models.TurboQuantization(turbo=models.TurboQuantQuantizationConfig(
 """The embedded store's search plan (see EXACT_SEARCH_LIMIT): no HNSW graph, 4-bit TurboQuant codes in
 RAM (Qdrant 1.18 or later), full vectors for rescoring; the server builds the codes by itself."""
 _QUANTISED = models.SearchParams(quantization=models.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING))
+
+
+def _windows_params(dim: int) -> models.VectorParams:
+    """The window vectors (read for an answer's songs, never searched): a MaxSim multivector, float16, on disk.
+    A named vector takes the collection's codes (4-bit, in RAM) unless it names its own, and "none" cannot be
+    named, so these get the smallest codes, 1-bit, on disk."""
+    return models.VectorParams(
+        size=dim, distance=models.Distance.COSINE, datatype=models.Datatype.FLOAT16, on_disk=True,
+        multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
+        quantization_config=models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=False)))
 
 
 @dataclass(frozen=True)
@@ -104,7 +115,7 @@ class ServerStore(SongStore):
             if not (create and info is not None):
                 raise StoreError(f"no store at {self.location}; run `image2mood index MUSIC_DIR` first")
             self._create(info)
-            self.info = info
+            self.info, self.has_windows = info, True
             return
         config = self._client.get_collection(self._collection).config
         metadata = config.metadata or {}
@@ -114,6 +125,7 @@ class ServerStore(SongStore):
                 "metadata); choose another name with IMAGE2MOOD_COLLECTION"
             )
         self.info = StoreInfo.from_dict(metadata[METADATA_KEY])
+        self.has_windows = isinstance(config.params.vectors, dict) and WINDOWS_NAME in config.params.vectors
         if info is not None:
             self.check(info, access)
         if not isinstance(config.quantization_config, models.TurboQuantization) or config.hnsw_config.m != 0:
@@ -123,7 +135,8 @@ class ServerStore(SongStore):
     def _create(self, info: StoreInfo) -> None:
         self._client.create_collection(
             self._collection,
-            vectors_config={VECTOR_NAME: models.VectorParams(size=info.dim, distance=models.Distance.COSINE)},
+            vectors_config={VECTOR_NAME: models.VectorParams(size=info.dim, distance=models.Distance.COSINE),
+                            WINDOWS_NAME: _windows_params(info.dim)},
             metadata={METADATA_KEY: info.to_dict()},
             hnsw_config=_NO_GRAPH,
             quantization_config=_CODES,
@@ -144,21 +157,21 @@ class ServerStore(SongStore):
         return self._collection
 
     def _upsert(self, songs: Sequence[Song], vectors: np.ndarray) -> None:
-        batch = models.Batch(
-            ids=[s.id for s in songs], vectors={VECTOR_NAME: vectors}, payloads=[s.to_payload() for s in songs]
-        )
-        self._client.upsert(self._collection, points=batch, wait=True)
+        points = [models.PointStruct(id=s.id, payload=s.to_payload(), vector={
+            VECTOR_NAME: v.tolist(), **({} if s.windows is None else {WINDOWS_NAME: s.windows.tolist()})})
+            for s, v in zip(songs, vectors, strict=True)]
+        self._client.upsert(self._collection, points=points, wait=True)
 
     def _delete(self, ids: list[str]) -> None:
         self._client.delete(self._collection, points_selector=models.PointIdsList(points=ids), wait=True)
 
-    def _get(self, ids: list[str], with_vectors: bool) -> list[Song]:
-        records = self._client.retrieve(self._collection, ids, with_payload=True, with_vectors=with_vectors)
+    def _get(self, ids: list[str], names: list[str]) -> list[Song]:
+        records = self._client.retrieve(self._collection, ids, with_payload=True, with_vectors=names or False)
         return [Song.from_payload(r.id, r.payload, r.vector) for r in records]
 
-    def _scroll_page(self, offset: Any, limit: int, with_vectors: bool) -> tuple[list[Song], Any]:
+    def _scroll_page(self, offset: Any, limit: int, names: list[str]) -> tuple[list[Song], Any]:
         records, next_offset = self._client.scroll(
-            self._collection, limit=limit, offset=offset, with_payload=True, with_vectors=with_vectors
+            self._collection, limit=limit, offset=offset, with_payload=True, with_vectors=names or False
         )
         return [Song.from_payload(r.id, r.payload, r.vector) for r in records], next_offset
 
@@ -171,7 +184,7 @@ class ServerStore(SongStore):
             query_filter=_client_filter(song_filter) if song_filter else None,
             limit=limit,
             with_payload=True,
-            with_vectors=with_vectors,
+            with_vectors=[VECTOR_NAME] if with_vectors else False,
             search_params=models.SearchParams(exact=True) if exact else _QUANTISED,
         )
         return [Hit(Song.from_payload(p.id, p.payload, p.vector), p.score) for p in response.points]
