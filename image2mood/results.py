@@ -10,6 +10,10 @@ written only when someone *keeps* it: opens its share page, asks for its playlis
 music server. So a flood of searches fills no disk. Kept results expire after a set time (an expired
 one is not served), and the folder holds at most a set count and size: each write sweeps the expired
 ones away, then the oldest while the folder is over either cap.
+
+That is the folder backend, :class:`ResultStore`, for the embedded store. When the songs are in a Qdrant
+server, :func:`open_results` keeps the answers in that server instead (:mod:`image2mood.results_qdrant`),
+held ones included, so every service replica serves every answer. Both are :class:`Results`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from PIL import Image
 
@@ -36,6 +40,7 @@ from image2mood.errors import Image2MoodError
 
 if TYPE_CHECKING:  # recommend imports torch; reading a result should not
     from image2mood.recommend import Recommendation
+    from image2mood.store.base import SongStore
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{22}")
 """What ``secrets.token_urlsafe(16)`` makes: 16 random bytes, 22 URL-safe characters."""
@@ -46,7 +51,7 @@ up to 30 kB more, so at most some 60 MB in all."""
 
 
 class ResultStoreError(Image2MoodError):
-    """The results folder cannot be written."""
+    """The results folder (or the answers' Qdrant collection) cannot be written or read."""
 
 
 @dataclass(frozen=True)
@@ -59,12 +64,14 @@ class SavedResult:
     moods: list[dict[str, Any]]
     vector: list[float]
     songs: list[dict[str, Any]]  # per song: id, score, moods, valence, arousal, highlight ({start, end, score} or None)
-    caption: str | None = None
+    caption: str | None = None  # as the captioner wrote it
     query: str | None = None  # the words searched for, or the song asked about
     valence: float | None = None
     arousal: float | None = None
     thumbnail: bytes | None = field(default=None, repr=False)  # JPEG, only when the person shared it
     highlights_note: str | None = None  # why songs have no highlight (see image2mood.answers.highlights_note)
+    captions: dict[str, str] = field(default_factory=dict)  # page language → caption (image2mood.captions)
+    language: str | None = None  # the page language the answer was asked in: its share page's and playlists'
 
     @property
     def song_ids(self) -> list[str]:
@@ -100,8 +107,9 @@ def thumbnail_jpeg(image: Image.Image, size: int = THUMBNAIL_PX) -> bytes:
     return out.getvalue()
 
 
-def result_from(rec: Recommendation, query: str | None = None, thumbnail: bytes | None = None) -> SavedResult:
-    """What is kept of an answer (a new id, made now)."""
+def result_from(rec: Recommendation, query: str | None = None, thumbnail: bytes | None = None,
+                language: str | None = None) -> SavedResult:
+    """What is kept of an answer (a new id, made now), asked in page ``language``."""
     point = rec.point.to_json() if rec.point else {}
     songs = [{"id": ranked.song.id, "score": round(ranked.score, 4), "moods": [m.to_json() for m in ranked.moods],
               **(ranked.point.to_json() if ranked.point else {}),
@@ -109,7 +117,47 @@ def result_from(rec: Recommendation, query: str | None = None, thumbnail: bytes 
     return SavedResult(id=new_id(), created=time.time(), route=rec.route, moods=[m.to_json() for m in rec.moods],
                        vector=[round(float(x), 6) for x in rec.vector], songs=songs, caption=rec.caption,
                        query=query, valence=point.get("valence"), arousal=point.get("arousal"), thumbnail=thumbnail,
-                       highlights_note=highlights_note(rec.songs))
+                       highlights_note=highlights_note(rec.songs),
+                       captions=dict(rec.captions), language=language)
+
+
+class Results(Protocol):
+    """Where kept answers live: :class:`ResultStore` (a folder) or :class:`image2mood.results_qdrant.QdrantResults`."""
+
+    ttl_s: float
+
+    def hold(self, result: SavedResult) -> SavedResult:
+        """Remember an answer, to be kept on demand (the oldest held ones are forgotten past a cap)."""
+
+    def keep(self, result_id: str) -> SavedResult | None:
+        """The kept answer with this id (a held one is kept now); None when malformed, unknown or expired."""
+
+    def save(self, result: SavedResult) -> SavedResult:
+        """Keep an answer now, then sweep back within the lifetime and caps."""
+
+    def get(self, result_id: str) -> SavedResult | None:
+        """The kept answer with this id, or None."""
+
+    def sweep(self, keep: str | None = None) -> int:
+        """Delete the expired answers, then the oldest while over the caps (never the answer ``keep``)."""
+
+
+def open_results(settings: Settings, store: SongStore | None = None) -> Results:
+    """Where this service keeps its answers: the Qdrant server of a server ``store``, in the collection
+    ``<collection>-answers`` through the store's own client; else the results folder. The lifetime and caps
+    are the settings' (IMAGE2MOOD_RESULT_TTL_HOURS, _RESULTS_MAX_COUNT, _RESULTS_MAX_MB) either way."""
+    if store is not None and store.kind == "server":
+        from image2mood.results_qdrant import SUFFIX, QdrantResults
+        from image2mood.store.server import ServerStore
+
+        assert isinstance(store, ServerStore)
+        return QdrantResults(store.client, store.collection + SUFFIX, settings.result_ttl_hours,
+                             settings.results_max_count, _max_bytes(settings), layout=store.layout.arguments())
+    return ResultStore.configured(settings)
+
+
+def _max_bytes(settings: Settings) -> int:
+    return int(settings.results_max_mb * (1 << 20))
 
 
 class ResultStore:
@@ -128,7 +176,7 @@ class ResultStore:
         """The results folder, lifetime and caps the settings name (IMAGE2MOOD_RESULTS, _RESULT_TTL_HOURS,
         _RESULTS_MAX_COUNT, _RESULTS_MAX_MB)."""
         return cls(settings.results.expanduser(), settings.result_ttl_hours, settings.results_max_count,
-                   int(settings.results_max_mb * (1 << 20)))
+                   _max_bytes(settings))
 
     def hold(self, result: SavedResult) -> SavedResult:
         """Remember ``result`` in memory (the oldest held one is forgotten past ``held``), to be kept on demand."""
@@ -168,7 +216,7 @@ class ResultStore:
 
     def sweep(self, keep: str | None = None) -> int:
         """Delete the expired results (by their files' times: a result's file is written once), then the
-        oldest while the folder holds over ``max_count`` files or ``max_bytes`` bytes, never the file named
+        oldest while the folder holds over ``max_count`` files or ``max_bytes`` bytes, never the result
         ``keep``; how many went."""
         files: list[tuple[float, int, Path]] = []
         removed = 0
@@ -183,7 +231,7 @@ class ResultStore:
             except OSError:
                 continue  # gone already, or not ours to remove
         count, size = len(files), sum(f[1] for f in files)
-        for _, bytes_, path in sorted(f for f in files if f[2].name != keep):  # the oldest first
+        for _, bytes_, path in sorted(f for f in files if f[2].name != f"{keep}.json"):  # the oldest first
             if count <= self.max_count and size <= self.max_bytes:
                 break
             try:
@@ -208,7 +256,7 @@ class ResultStore:
         except OSError as exc:
             raise ResultStoreError(f"cannot keep the answer in {self.folder}: {exc.strerror or exc}; "
                                    "set IMAGE2MOOD_RESULTS to a writable folder") from None
-        self.sweep(keep=f"{result.id}.json")
+        self.sweep(keep=result.id)
 
     def _expired(self, created: float) -> bool:
         return time.time() - created > self.ttl_s
