@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None, lane: ModelLane | None = None) 
     from service.share import share
     from service.web import web
     from service.tune import tune
+    from service.video import videos
 
     settings = settings or Settings()
     app = Flask(__name__)
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, lane: ModelLane | None = None) 
     app.register_blueprint(web)
     app.register_blueprint(share)
     app.register_blueprint(tune)
+    app.register_blueprint(videos)
     _register_errors(app)
     app.after_request(_secure)
     return app

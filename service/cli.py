@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from image2mood.config import Settings
 from image2mood.text import json_line, printable
 from cli_options import store_option, with_store
+
+if TYPE_CHECKING:  # the answer's types import torch; `serve --help` should not
+    from PIL import Image
+
+    from image2mood.ranking import RankedSong
+
 
 MULTIPART_OVERHEAD = 64 * 1024
 """Bytes a photo's upload may add to it: boundaries, part headers and the option fields."""
@@ -99,12 +105,22 @@ def _print(body: dict, as_json: bool) -> None:
 @click.option("--push", metavar="NAME", default=None,
               help="Create or replace the playlist NAME on the music server (IMAGE2MOOD_SUBSONIC_URL) with the "
               "answer's songs that came from it.")
+@click.option("--video", "video_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a video to post: the photo with the song's highlight, as an MP4 (H.264 and AAC).")
+@click.option("--song", "song_rank", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="With --video: the song's rank in the answer (1 = the first).")
+@click.option("--format", "video_format", type=click.Choice(["story", "square", "wide"]), default="story",
+              show_default=True, help="With --video: 1080×1920 (story, reel), 1080×1080 (square) or 1920×1080 (wide).")
+@click.option("--zoom", is_flag=True, help="With --video: zoom in slowly.")
 @store_option
-@click.pass_obj
-def recommend(settings: Settings, photo: Path, top: int | None, alpha: float | None, as_json: bool,
-              playlist_file: Path | None, playlist_urls: str | None, push: str | None, store: str | None) -> None:
+@click.pass_context
+def recommend(ctx: click.Context, photo: Path, top: int | None, alpha: float | None, as_json: bool,
+              playlist_file: Path | None, playlist_urls: str | None, push: str | None, video_file: Path | None,
+              song_rank: int, video_format: str, zoom: bool, store: str | None) -> None:
     """Songs from the store that fit PHOTO's mood, with its caption and mood words."""
+    settings: Settings = ctx.obj
     _check_playlist(playlist_file, playlist_urls)  # before anything slow
+    _check_video(ctx, video_file, song_rank, top)
     from image2mood import playlists
     from image2mood.images import load_configured_photo
     from image2mood.subsonic import SubsonicClient
@@ -131,6 +147,36 @@ def recommend(settings: Settings, photo: Path, top: int | None, alpha: float | N
             playlist = server.push_songs(push, [ranked.song for ranked in result.songs])
         click.echo(f"pushed {len(playlist.song_ids)} songs to the playlist {playlist.name!r} on {server.url}",
                    err=True)
+    if video_file is not None:
+        _write_video(settings, image, recommendation_json(result)["songs"], result.songs, song_rank, video_file,
+                     video_format, zoom)
+
+
+def _check_video(ctx: click.Context, video_file: Path | None, rank: int, top: int | None) -> None:
+    """--song, --format and --zoom go with --video; --song is within --top."""
+    options = {"song_rank": "--song", "video_format": "--format", "zoom": "--zoom"}
+    given = [flag for name, flag in options.items()
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if video_file is None and given:
+        raise click.UsageError(f"{', '.join(given)} go with --video OUT.mp4")
+    if top is not None and rank > top:
+        raise click.BadParameter(f"{rank} is past the last of the --top {top} songs", param_hint="--song")
+
+
+def _write_video(settings: Settings, image: Image.Image, said: list[dict[str, Any]], ranked: list[RankedSong],
+                 rank: int, out: Path, fmt: str, zoom: bool) -> None:
+    """The video of the answer's song ``rank`` (1-based) with ``image``, written to ``out``."""
+    from image2mood import video
+
+    if rank > len(ranked):
+        raise click.UsageError(f"--song {rank}: the answer has {len(ranked)} songs; choose 1 to {len(ranked)}")
+    song = ranked[rank - 1].song
+    path, clip = video.answer_clip(song, said[rank - 1], settings.highlight_seconds)
+    video.render(image, path, clip, out, fmt=fmt, zoom=zoom, name=video.song_name(song))
+    click.echo(f"video of song {rank} ({clip.start:.1f}–{clip.start + clip.duration:.1f} s) written to {out}",
+               err=True)
+
+
 
 
 def _check_playlist(path: Path | None, base_url: str | None) -> None:

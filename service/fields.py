@@ -8,7 +8,7 @@ An empty field counts as not given. Every bad field (not a number, NaN or ±inf,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
@@ -87,6 +87,22 @@ class PushForm(BaseModel):
     name: str = Field(min_length=1, max_length=200, pattern=r"\S",
                       description="The playlist's name on the server; an existing playlist of yours with this "
                       "name gets these songs instead of its own.")
+
+
+class VideoForm(BaseModel):
+    """A video of a kept answer's song with the photo the answer was for (sent again: it was never kept)."""
+
+    model_config = ConfigDict(str_strip_whitespace=True, extra="ignore", frozen=True)
+
+    song: str = Field(min_length=1, max_length=200, description="The id of one of the answer's songs.")
+    format: Literal["story", "square", "wide"] = Field(
+        "story", description="story: 1080×1920 (a story or reel), square: 1080×1080, wide: 1920×1080.")
+    zoom: bool = Field(False, description="Zoom in slowly over the clip.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_absent(cls, data: Any) -> Any:
+        return QueryOptions._blank_is_absent(data)
 
 
 Model = TypeVar("Model", bound=BaseModel)

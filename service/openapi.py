@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from image2mood import __version__
-from service.fields import PhotoForm, PushForm, QueryOptions, SearchQuery, form_properties, query_parameters
+from service.fields import (PhotoForm, PushForm, QueryOptions, SearchQuery, VideoForm, form_properties,
+                            query_parameters)
 from service.share import PLAYLIST_TYPES
 
 
@@ -45,6 +46,28 @@ def _photo_results() -> dict[str, Any]:
         "description": "One line each: `songs` holds Results (the image route, no caption yet), `answer` "
                        "PhotoResults, `error` an Error's fields."}}
     return answer
+
+
+def _video() -> dict[str, Any]:
+    """POST /api/results/{result_id}/video: the photo with one of a kept answer's songs, as an MP4 to post."""
+    problem = {"content": {"application/json": {"schema": _ref("Error")}}}
+    return {"post": {
+        "summary": "A video to post: the photo (sent again; it was never kept) with the highlight of one of the "
+                   "answer's songs, as an MP4 (H.264 and AAC, +faststart). Nothing of it stays on the server.",
+        "parameters": [{"name": "result_id", "in": "path", "required": True,
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}}],
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["image", "song"], "properties": {
+                "image": {"type": "string", "format": "binary", "description": "The photo the answer was for."},
+                **form_properties(VideoForm)}}}}},
+        "responses": {
+            "200": {"description": "The MP4, as a download (Content-Disposition: attachment).",
+                    "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}}},
+            "400": _ERRORS["400"], "413": _ERRORS["413"],
+            "404": {**_ERRORS["404"], "description": "Unknown or expired result id, or a song not in the answer."},
+            "422": {**problem, "description": "The song's file is shorter than its clip."},
+            "503": {**problem, "description": "Another video is being made (try again after Retry-After "
+                                              "seconds), or ffmpeg failed (the service's log says why)."}}}}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -155,6 +178,7 @@ def openapi_document() -> dict[str, Any]:
                               "404": {**_ERRORS["404"], "description": "Unknown result id, or no music server."},
                               "502": {"description": "The music server refused or failed.",
                                       "content": {"application/json": {"schema": _ref("Error")}}}}}},
+            "/api/results/{result_id}/video": _video(),
             "/audio/{song_id}": {"get": {
                 "summary": "The song's audio file (HTTP Range supported).",
                 "parameters": [{"name": "song_id", "in": "path", "required": True,

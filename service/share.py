@@ -63,7 +63,7 @@ def _recommender() -> Recommender:
     return current_app.extensions["image2mood"]
 
 
-def _songs(result: SavedResult) -> list[tuple[Song, dict[str, Any]]]:
+def kept_songs(result: SavedResult) -> list[tuple[Song, dict[str, Any]]]:
     """The result's songs still in the store, in the answer's order, each with what the answer said of it."""
     found = {song.id: song for song in _recommender().find(result.song_ids)}
     return [(found[saved["id"]], saved) for saved in result.songs if saved["id"] in found]
@@ -78,7 +78,7 @@ def _kept_or_none(result_id: str) -> SavedResult | None:
         raise ServiceUnavailable("the answer cannot be kept now; the service's log says why") from None
 
 
-def _kept(result_id: str) -> SavedResult:
+def kept(result_id: str) -> SavedResult:
     result = _kept_or_none(result_id)
     if result is None:
         raise NotFound(f"no answer {result_id!r}: the link is wrong, or the answer has expired")
@@ -108,7 +108,7 @@ def page(result_id: str):
     result = _kept_or_none(result_id)
     if result is None:
         return render_template("share.html", result=None), 404
-    songs = _songs(result)
+    songs = kept_songs(result)
     return render_template(
         "share.html", result=result, headline=headline(result), marks=map_marks(result, songs),
         songs=[{**song_json(song), **saved, "length": _length(song.duration)} for song, saved in songs],
@@ -119,7 +119,7 @@ def page(result_id: str):
 
 @share.get("/r/<result_id>/photo.jpg")
 def thumbnail(result_id: str):
-    result = _kept(result_id)
+    result = kept(result_id)
     if result.thumbnail is None:
         raise NotFound("the owner of this answer did not share the photo")
     return Response(result.thumbnail, mimetype="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
@@ -130,8 +130,8 @@ def playlist(result_id: str, kind: str):
     """The answer's songs as an M3U8 or XSPF playlist of absolute /audio/<id> URLs on this server."""
     if kind not in PLAYLIST_TYPES:
         raise NotFound(f"playlists are .m3u8 or .xspf, not .{kind}")
-    result = _kept(result_id)
-    tracks = playlists.entries([song for song, _ in _songs(result)], base_url=public_url("/"))
+    result = kept(result_id)
+    tracks = playlists.entries([song for song, _ in kept_songs(result)], base_url=public_url("/"))
     body = playlists.render(f".{kind}", tracks, title=headline(result))
     return Response(body, content_type=PLAYLIST_TYPES[kind],
                     headers={"Content-Disposition": f'attachment; filename="image2mood-{result.id}.{kind}"'})
@@ -140,7 +140,7 @@ def playlist(result_id: str, kind: str):
 @share.post("/api/results/<result_id>/keep")
 def keep(result_id: str):
     """Keep an answer (written to the results folder now) without opening its page or playlist."""
-    result = _kept(result_id)
+    result = kept(result_id)
     return {"result_id": result.id, "page": public_url(url_for("share.page", result_id=result.id)),
             "expires": round(result.created + results_store().ttl_s)}
 
@@ -153,7 +153,7 @@ def push(result_id: str):
     if not settings.subsonic_url:
         raise NotFound("this service has no music server: set IMAGE2MOOD_SUBSONIC_URL (and _USER, _PASSWORD)")
     form = parse(PushForm, request.form)
-    songs = [song for song, _ in _songs(_kept(result_id))]
+    songs = [song for song, _ in kept_songs(kept(result_id))]
     if not any(server_song_id(song.path) for song in songs):
         raise BadRequest("none of this answer's songs came from the music server, so no playlist was made; "
                          "index its songs with `image2mood index subsonic`")

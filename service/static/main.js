@@ -9,6 +9,7 @@ import {els, state} from './page.js';
 import {goBack, renderAlphaOutput, renderNotices} from './render.js';
 import {initSearch} from './search.js';
 import {initUpload, sendPhoto} from './upload.js';
+import {initVideo} from './video.js';
 
 function setLanguage(lang, remember) {
   applyLanguage(lang, remember);
@@ -25,6 +26,7 @@ function init() {
   initCamera(sendPhoto, {coarse});
   initSearch();
   initPush();
+  initVideo();
 
   els.alpha.addEventListener('input', () => { state.alphaTouched = true; renderAlphaOutput(); });
   els.backBtn.addEventListener('click', goBack);

@@ -28,6 +28,7 @@ export const state = {
   view: null,         // what the results show now: {kind, data, photoUrl}
   history: [],        // earlier views, for "Back"
   photoUrl: null,     // object URL of the current photo
+  photoFile: null,    // the current photo itself (File), for "Make a video"
   alphaTouched: false,
   stream: null,       // camera stream while the camera panel is open
 };

@@ -242,8 +242,14 @@ function songCard(song) {
     h('audio', {controls: true, preload: 'none', src: song.audio_url, 'data-i18n-aria-label': 'listen', vars}),
     h('div', {class: 'song-actions'},
       h('button', {type: 'button', class: 'btn btn-small more', 'data-i18n-aria-label': 'more', vars},
-        h('span', {'aria-hidden': 'true', text: '↻ '}), h('span', {i18n: 'more'}))));
+        h('span', {'aria-hidden': 'true', text: '↻ '}), h('span', {i18n: 'more'})),
+      videoHere() ? h('button', {type: 'button', class: 'btn btn-small make-video',
+        'data-i18n-aria-label': 'makeVideoLabel', vars}, h('span', {i18n: 'makeVideo'})) : null),
+    videoHere() ? h('p', {class: 'video-status', 'aria-live': 'polite'}) : null);
 }
+
+// "Make a video" (video.js) needs a kept photo answer and the photo it was for, still held by this page.
+const videoHere = () => Boolean(state.view && state.view.kind === 'photo' && state.view.data.result_id && state.photoFile);
 
 export function goBack() {
   const previous = state.history.pop();

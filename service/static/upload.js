@@ -15,6 +15,7 @@ export async function sendPhoto(file) {
   }
   if (state.photoUrl) URL.revokeObjectURL(state.photoUrl);
   state.photoUrl = URL.createObjectURL(file);
+  state.photoFile = file;  // sent again for "Make a video" (video.js)
   state.history = [];
   state.view = null;  // the last view's photo URL is gone
   showPending(state.photoUrl);
