@@ -178,7 +178,10 @@ def test_a_second_render_while_one_runs_is_told_to_retry(service: dict) -> None:
     worker = threading.Thread(target=lambda: first.append(post(url, {"song": songs["Long Chirp"]["id"],
                                                                      "zoom": "true"})[0]))
     worker.start()
-    time.sleep(1.0)  # the first has its slot: a 15-s zoomed story takes seconds
+    deadline = time.monotonic() + 60
+    while not list(service["tmp"].glob("image2mood-video-*")):  # the first one's render has begun
+        assert time.monotonic() < deadline and worker.is_alive(), "the first render never started"
+        time.sleep(0.02)
     status, headers, body = post(url, {"song": songs["Long Chirp"]["id"], "format": "square"})
     worker.join(120)
     assert first == [200]
