@@ -26,7 +26,7 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 
-from image2mood.results import ResultStoreError, SavedResult, valid_id
+from image2mood.results import HELD_ANSWERS, ResultStoreError, SavedResult, valid_id
 
 SUFFIX = "-answers"
 _NAMESPACE = uuid.UUID("6f0d3f51-55d4-4d7c-9a53-6b4f0f2c9a1e")
@@ -44,7 +44,7 @@ class QdrantResults:
     """Kept and held answers in one vectorless collection of a Qdrant server (see the module's doc)."""
 
     def __init__(self, client: QdrantClient, collection: str, ttl_hours: float, max_count: int = 10_000,
-                 max_bytes: int = 500 << 20, held: int = 1000, layout: dict[str, int] | None = None) -> None:
+                 max_bytes: int = 500 << 20, held: int = HELD_ANSWERS, layout: dict[str, int] | None = None) -> None:
         """``layout``: create_collection's shard_number, replication_factor and write_consistency_factor."""
         self.client, self.collection, self.ttl_s = client, collection, ttl_hours * 3600
         self.max_count, self.max_bytes, self.held = max_count, max_bytes, held
@@ -54,8 +54,11 @@ class QdrantResults:
                 self._create(layout or {})
 
     def hold(self, result: SavedResult) -> SavedResult:
-        """Put ``result`` on the server as held (the oldest held ones go past ``held``), to be kept on demand."""
-        self._put(result, kept=False)
+        """Put ``result`` on the server as held (the oldest held ones go past ``held``), to be kept on demand;
+        an answer held again under its id (its captions added) stays kept if it was."""
+        with self._errors():
+            again = self.client.retrieve(self.collection, [point_id(result.id)], with_payload=["kept"])
+        self._put(result, kept=bool(again) and (again[0].payload or {}).get("kept") is True)
         with self._errors():
             excess = self.client.count(self.collection, count_filter=_HELD, exact=True).count - self.held
             if excess > 0:

@@ -15,6 +15,7 @@ from image2mood.config import Settings
 from image2mood.errors import Image2MoodError, StoreError
 from image2mood.models.lane import ModelLane
 from image2mood.recommend import Recommender, UnknownSongError
+from image2mood.store.base import SongStore
 from image2mood.subsonic import SubsonicError
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,13 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(settings: Settings | None = None, lane: ModelLane | None = None) -> Flask:
+def create_app(settings: Settings | None = None, lane: ModelLane | None = None,
+               store: SongStore | None = None) -> Flask:
     """A ready app: models loaded (a model that fails to load stops the start, not the first request).
 
     ``lane``: where the models run (see :mod:`image2mood.models.lane`); `serve` gives its main thread's.
+    ``store``: an open song store to serve (several apps can share one server store's client); else the
+    configured store is opened.
     """
     from service.api import api
     from service.share import share
@@ -51,7 +55,7 @@ def create_app(settings: Settings | None = None, lane: ModelLane | None = None) 
     app.config["MAX_CONTENT_LENGTH"] = int(settings.max_upload_mb * 1024 * 1024)
     app.json.ensure_ascii = False
     app.json.sort_keys = False
-    recommender = Recommender.open(settings, lane)
+    recommender = Recommender(settings, store, lane) if store is not None else Recommender.open(settings, lane)
     recommender.warm_up()
     app.extensions[EXTENSION] = recommender
     app.register_blueprint(api)

@@ -2,8 +2,9 @@
 POST /api/results/<id>/push, which sends the answer's songs to the configured music server as a playlist,
 and POST /api/results/<id>/keep, which keeps an answer without opening any of them.
 
-An answer is held in memory when it is made; the first of these to name its id writes it to the
-results folder (:mod:`image2mood.results`), where it lasts. A flood of searches writes nothing.
+An answer is held when it is made; the first of these to name its id keeps it (:mod:`image2mood.results`):
+in the results folder, or, when the songs are in a Qdrant server, in that server's ``<collection>-answers``
+collection, where every replica of the service finds it (held answers too). A flood of searches keeps nothing.
 
 The page shows the answer as it was asked (the photo's thumbnail only if its owner shared it, the
 caption, the moods, the songs with players and the mood map as inline SVG), with Open Graph tags for
@@ -24,7 +25,7 @@ from werkzeug.exceptions import BadRequest, NotFound, ServiceUnavailable
 from image2mood import playlists
 from image2mood.answers import song_json
 from image2mood.recommend import Recommendation, Recommender
-from image2mood.results import ResultStore, ResultStoreError, SavedResult, result_from, thumbnail_jpeg
+from image2mood.results import Results, ResultStoreError, SavedResult, open_results, result_from, thumbnail_jpeg
 from image2mood.store.base import Song
 from image2mood.subsonic import SubsonicClient, server_song_id
 from service.fields import PushForm, parse
@@ -38,18 +39,23 @@ QUERY_KEYS = {"text": "mapWords", "song": "mapSong"}  # the map's name for the q
 
 @share.record_once
 def _open_results(state: BlueprintSetupState) -> None:
-    state.app.extensions[RESULTS] = ResultStore.configured(state.app.extensions["image2mood"].settings)
+    recommender: Recommender = state.app.extensions["image2mood"]
+    state.app.extensions[RESULTS] = open_results(recommender.settings, recommender.store)
 
 
-def results_store() -> ResultStore:
+def results_store() -> Results:
     return current_app.extensions[RESULTS]
 
 
 def hold(rec: Recommendation, query: str | None = None, photo: Image.Image | None = None) -> str:
-    """Hold an answer in memory, to be kept on demand (with a thumbnail of ``photo`` when given: the person
+    """Hold an answer (in memory, or in the Qdrant server beside the songs), to be kept on demand (with a thumbnail of ``photo`` when given: the person
     chose to share it); its result_id."""
     thumbnail = thumbnail_jpeg(photo) if photo is not None else None
-    return results_store().hold(result_from(rec, query=query, thumbnail=thumbnail)).id
+    try:
+        return results_store().hold(result_from(rec, query=query, thumbnail=thumbnail)).id
+    except ResultStoreError as exc:
+        log.error("%s", exc)
+        raise ServiceUnavailable("the answer cannot be held now; the service's log says why") from None
 
 
 def public_url(path: str) -> str:
@@ -70,7 +76,7 @@ def kept_songs(result: SavedResult) -> list[tuple[Song, dict[str, Any]]]:
 
 
 def _kept_or_none(result_id: str) -> SavedResult | None:
-    """The kept answer (a held one is kept now), or None; a folder that cannot be written is a 503."""
+    """The kept answer (a held one is kept now), or None; a folder or server that fails is a 503."""
     try:
         return results_store().keep(result_id)
     except ResultStoreError as exc:
@@ -131,9 +137,7 @@ def playlist(result_id: str, kind: str):
     if kind not in PLAYLIST_TYPES:
         raise NotFound(f"playlists are .m3u8 or .xspf, not .{kind}")
     result = kept(result_id)
-    songs = kept_songs(result)
-    tracks = playlists.entries([song for song, _ in songs], base_url=public_url("/"),
-                               highlights={saved["id"]: saved.get("highlight") for _, saved in songs})
+    tracks = playlists.entries([song for song, _ in kept_songs(result)], base_url=public_url("/"))
     body = playlists.render(f".{kind}", tracks, title=headline(result))
     return Response(body, content_type=PLAYLIST_TYPES[kind],
                     headers={"Content-Disposition": f'attachment; filename="image2mood-{result.id}.{kind}"'})
@@ -141,7 +145,8 @@ def playlist(result_id: str, kind: str):
 
 @share.post("/api/results/<result_id>/keep")
 def keep(result_id: str):
-    """Keep an answer (written to the results folder now) without opening its page or playlist."""
+    """Keep an answer (written to the results folder or the answers collection now) without opening its page
+    or playlist."""
     result = kept(result_id)
     return {"result_id": result.id, "page": public_url(url_for("share.page", result_id=result.id)),
             "expires": round(result.created + results_store().ttl_s)}
