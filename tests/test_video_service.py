@@ -78,6 +78,37 @@ def test_recommend_video_of_a_song_past_the_answer_is_refused(library: dict) -> 
     assert past_top.returncode == 2 and "3 is past the last of the --top 2 songs" in past_top.stderr
 
 
+def test_a_store_without_highlights_gets_the_middle_of_the_song_or_a_clear_refusal(
+        library: dict, tiny_models: Path, tmp_path: Path) -> None:
+    """A store from before window vectors: no highlights, so the clip is the middle 15 s, and a 6-s song
+    (shorter than that) is refused by name."""
+    from image2mood.config import Settings
+    from test_highlights import old_layout_store
+
+    store = tmp_path / "old"
+    old_layout_store(Settings(_env_file=None, models=tiny_models, windows_per_song=0, store=str(store)))
+    env = {**library["env"], "IMAGE2MOOD_WINDOWS_PER_SONG": "0"}
+    music = library["work"] / "music"
+    indexed = run_cli(["index", str(music / "Long Chirp.flac"), str(music / "Short Chirp.flac"), "--store", str(store)],
+                      env, tmp_path)
+    assert indexed.returncode == 0 and "indexed 2," in indexed.stdout, indexed.stdout + indexed.stderr
+    outcomes = {}
+    for rank in (1, 2):
+        out = tmp_path / f"{rank}.mp4"
+        done = run_cli(["recommend", str(library["work"] / "photo.jpg"), "--json", "--video", str(out),
+                        "--song", str(rank), "--format", "square", "--store", str(store)], env, tmp_path)
+        song = json.loads(done.stdout)["songs"][rank - 1]
+        assert song["highlight"] is None
+        outcomes[song["title"]] = (done, out)
+    done, out = outcomes["Long Chirp"]
+    assert done.returncode == 0, done.stderr
+    assert_video(out, "square", CLIP_S)
+    assert_audio_is(out, library["songs"]["Long Chirp"], Clip((LONG_S - CLIP_S) / 2, CLIP_S))
+    done, out = outcomes["Short Chirp"]
+    assert done.returncode == 1 and "“Short Chirp” is 6.0 s long, too short for a 15-s clip" in done.stderr
+    assert not out.exists()
+
+
 def test_video_options_without_video_are_refused(library: dict) -> None:
     done = run_cli(["recommend", "photo.jpg", "--zoom", "--format", "wide"], library["env"], library["work"])
     assert done.returncode == 2 and "--format, --zoom go with --video OUT.mp4" in done.stderr
