@@ -15,7 +15,7 @@ from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 from image2mood.models.clap_facts import AUDIO_PREPROCESSING
 from image2mood.models.fingerprint import model_fingerprint
 from image2mood.models.loading import checked_tokenizer, load_or_explain
-from image2mood.models.precision import Precision, uses_bf16
+from image2mood.models.precision import Precision, int8_linears, uses_bf16, uses_int8_audio
 from image2mood.models.resolve import ResolvedModel
 from image2mood.vectors import l2_normalise
 
@@ -66,6 +66,10 @@ class ClapEncoder:
         self.audio_dtype = torch.bfloat16 if self.bf16 else torch.float32
         self.model.audio_model.to(self.audio_dtype)
         self.model.audio_projection.to(self.audio_dtype)
+        self.int8_audio = uses_int8_audio(precision, self.device)  # fp32 with int8 Linear weights
+        if self.int8_audio:
+            self.model.audio_model = int8_linears(self.model.audio_model)
+            self.model.audio_projection = int8_linears(self.model.audio_projection)
         self._text_bf16 = uses_bf16(text_precision, self.device)  # applied at the first encode_text
         self._text_lock = threading.Lock()
 

@@ -2,12 +2,19 @@
 int8 weights for BLIP's text decoder on a CPU.
 
 ``IMAGE2MOOD_PRECISION``: ``auto`` (bf16 where fast, else fp32; on a CPU, BLIP's decoder in int8), ``fp32``,
-``bf16`` (bf16 everywhere) or ``int8`` (fp32, BLIP's decoder in int8). The tests check that each keeps the
-models' outputs within a stated cosine of fp32 (tests/test_perf_paths.py).
+``bf16`` (bf16 everywhere) or ``int8`` (fp32, with int8 weights for BLIP's decoder and CLAP's audio tower's
+Linear layers). The tests check that each keeps the models' outputs within a stated cosine of fp32
+(tests/test_perf_paths.py, tests/test_precision_int8.py).
+
+Why ``auto`` leaves CLAP's audio tower in bf16, not int8, on a CPU with AMX: measured on the full-size
+HTSAT-tiny (bench/README.md, issue 26), 8 windows on one thread took 0.58 s of CPU in bf16, 1.40–1.55 s with
+dynamic int8 Linear layers (the other operations fp32) and 1.9 s in fp32. Matrix products are only a quarter
+of the bf16 tower's time; the rest is copies, softmax, adds and GELU, which int8 does not touch.
 """
 
 from __future__ import annotations
 
+import warnings
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -41,3 +48,16 @@ def uses_bf16(precision: Precision, device: torch.device) -> bool:
 def uses_int8_decoder(precision: Precision, device: torch.device) -> bool:
     """Whether BLIP's text decoder runs with int8 weights (dynamic quantisation: CPU only)."""
     return device.type == "cpu" and precision in ("auto", "int8")
+
+
+def uses_int8_audio(precision: Precision, device: torch.device) -> bool:
+    """Whether CLAP's audio tower runs its Linear layers with int8 weights: under ``int8`` on a CPU only (1.3×
+    fp32's speed where the CPU lacks fast bf16; bf16, where it has it, is 2.5× faster still)."""
+    return device.type == "cpu" and precision == "int8"
+
+
+def int8_linears(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` with every ``Linear`` layer dynamically quantised: int8 weights, activations quantised per call."""
+    with warnings.catch_warnings():  # torch marks its eager quantisation API as deprecated; it still works
+        warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+        return torch.ao.quantization.quantize_dynamic(module.float(), {torch.nn.Linear}, torch.qint8)
