@@ -120,8 +120,8 @@ def write(path: Path, tracks: Sequence[Entry], title: str | None = None) -> None
 
 
 def _clock(seconds: float) -> str:
-    """``m:ss``, the seconds cut down as a player's clock shows them."""
-    minutes, rest = divmod(int(seconds), 60)
+    """``m:ss``, rounded half up as the page shows it."""
+    minutes, rest = divmod(int(seconds + 0.5), 60)
     return f"{minutes}:{rest:02d}"
 
 

@@ -24,6 +24,7 @@ class Options:
     song_filter: SongFilter = field(default_factory=SongFilter)
     max_per_artist: int | None = None
     mmr: float | None = None  # MMR lambda in [0, 1]: 1 = relevance only, lower = more diverse
+    maxsim: bool = False  # songs scored by their best window (MaxSim), not their pooled vector: a tuning knob
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def rank(store: SongStore, query: np.ndarray, options: Options, moods: MoodSpace
     its highlight of that length, or why it has none."""
     diverse = options.max_per_artist is not None or options.mmr is not None
     limit = options.top * CANDIDATES_PER_RESULT if diverse else options.top
-    hits = store.search(query, limit=limit, song_filter=options.song_filter, with_vectors=True)
+    hits = store.search(query, limit=limit, song_filter=options.song_filter, with_vectors=True, maxsim=options.maxsim)
     ranked = [(hit.song, hit.score) for hit in hits]
     if options.mmr is not None:
         ranked = _mmr(ranked, options.mmr, len(ranked))

@@ -139,7 +139,8 @@ def recommend(ctx: click.Context, photo: Path, top: int | None, alpha: float | N
     result = Recommender.open(settings).for_photo(image, options)
     _print(recommendation_json(result), as_json)
     if playlist_file is not None:
-        tracks = playlists.entries([ranked.song for ranked in result.songs], base_url=playlist_urls)
+        tracks = playlists.entries([ranked.song for ranked in result.songs], base_url=playlist_urls,
+                                   highlights={r.song.id: r.highlight.to_json() for r in result.songs if r.highlight})
         playlists.write(playlist_file, tracks, title=result.caption)
         click.echo(f"playlist of {len(tracks)} songs written to {playlist_file}", err=True)
     if server is not None and push is not None:

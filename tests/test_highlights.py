@@ -257,7 +257,7 @@ def test_playlists_note_where_each_song_is_best() -> None:
     root = ET.fromstring(xspf(tracks))
     ns = {"x": "http://xspf.org/ns/0/", "vlc": "http://www.videolan.org/vlc/playlist/ns/0/"}
     first, second = root.findall("x:trackList/x:track", ns)
-    assert first.findtext("x:annotation", namespaces=ns) == "Best part 0:30–0:45"
+    assert first.findtext("x:annotation", namespaces=ns) == "Best part 0:31–0:46"
     extension = first.find("x:extension", ns)
     assert extension.get("application") == "http://www.videolan.org/vlc/playlist/0"
     assert [o.text for o in extension.findall("vlc:option", ns)] == ["start-time=30.5"]

@@ -86,7 +86,8 @@ def make_set(photos: Path, labels_file: Path, out: Path | None) -> None:
 @click.option("--window-seconds", callback=_list(float, 1, 10),
               help="Window lengths in seconds, e.g. 5,10 (re-embeds the songs).")
 @click.option("--pooling", callback=lambda c, p, v: None if v is None else _pooling(v),
-              help="How a song's windows become one vector: mean,max (re-embeds the songs).")
+              help="How a song's windows score against a query: mean,max (one vector each: re-embeds the songs), "
+                   "maxsim (its best window, from the window vectors the store keeps).")
 @click.option("--song-labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Songs' labels: CSV song,labels or JSONL (default: the genre tags in the store).")
 @click.option("-k", "--top", "k", type=click.IntRange(1, 100), default=10, show_default=True,
@@ -170,7 +171,7 @@ def write_settings(path: Path, knobs: dict) -> None:
         else:
             lines.append(f"# {name}={value}  (no setting for it yet: the built-in value is used)")
     if knobs["pooling"] != "mean":
-        lines.append(f"# pooling={knobs['pooling']}  (the indexer pools by mean only)")
+        lines.append(f"# pooling={knobs['pooling']}  (the product searches the mean-pooled vector only)")
     lines.append("# a changed windows_per_song or window_seconds needs re-indexing into a new store (--store NEW)")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -4,7 +4,8 @@ Query-side knobs (alpha, projection checkpoint, mood vocabulary and prompt templ
 MMR, face weight) reuse the cached query vectors: BLIP and CLIP run once per photo. Song-side knobs
 (windows per song, window length, pooling) change the songs' vectors, so each such variant is
 re-embedded by the core's indexing functions into a separate store under ``OUT/stores/``; the
-configured store is never written to.
+configured store is never written to. Pooling ``maxsim`` scores each song by its best window (MaxSim over the
+window vectors the store keeps) instead of its mean-pooled vector: it searches the mean variant's store.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from tuning.cache import QueryCache
 from tuning.evalset import Query, labels_from_tags
 from tuning.knobs import Knobs, SongVectors, SweepSpec
 
-POOLINGS = ("mean", "max")
+MAXSIM = "maxsim"
+POOLINGS = ("mean", "max", MAXSIM)
 MOOD_K = 3  # moods shown per query, as the product shows them
 Say = Callable[[str], None]
 
@@ -208,7 +210,7 @@ class Sweep:
                 notes.append(f"left out {len(left_out)} of {len(queries)} queries, whose photos could not be "
                              f"read: {', '.join(left_out)}")
             self._check_relevant(vectors, {s.id for s in songs}, notes)
-            for variant in dict.fromkeys(spec.song_vectors):
+            for variant in dict.fromkeys(map(_stored_as, spec.song_vectors)):
                 if variant != configured:
                     stores[variant] = reembed(songs, variant, self.settings, self.encoder,
                                               self.out / "stores" / variant.label, self.say)
@@ -216,8 +218,8 @@ class Sweep:
                                  f"{self.out / 'stores' / variant.label}")
             libraries = {v: list(s.scroll(with_vectors=True)) for v, s in stores.items()}
             mood_words = frozenset(m.key for v in (MOODS, *spec.vocabularies) for m in v)
-            configs = [self._evaluate(knobs, vectors, stores[knobs.songs], libraries[knobs.songs], song_labels,
-                                      mood_words, spec.k)
+            configs = [self._evaluate(knobs, vectors, stores[_stored_as(knobs.songs)],
+                                      libraries[_stored_as(knobs.songs)], song_labels, mood_words, spec.k)
                        for knobs in tqdm(spec.grid(configured), unit="setting", desc="settings", dynamic_ncols=True)]
             store_facts = {v.label: {"location": s.location, "songs": len(libraries[v]),
                                      "re-embedded": v != configured, "windowing": s.info.windowing}
@@ -244,7 +246,8 @@ class Sweep:
                   song_labels: dict[str, frozenset[str]], mood_words: frozenset[str], k: int) -> ConfigResult:
         vocabulary = self.space(knobs.vocabulary, knobs.templates)  # the mood words the answers show
         pull_space = self.space(MOODS, knobs.templates)  # the moods faces pull towards: always all of them
-        options = Options(top=2 * k, max_per_artist=knobs.max_per_artist, mmr=knobs.mmr)  # 2k: ties past k
+        options = Options(top=2 * k, max_per_artist=knobs.max_per_artist, mmr=knobs.mmr,  # 2k: ties past k
+                          maxsim=knobs.songs.pooling == MAXSIM)
         head = self.head(knobs.projection)
         song_ids = {s.id for s in library}
         per_query: dict[str, list[float | None]] = {}
@@ -265,6 +268,11 @@ class Sweep:
             [[r.song.id for r in ranked] for ranked in rankings], [[r.score for r in ranked] for ranked in rankings],
             {s.id: s.artist for s in library}, [s.id for s in library], k)
         return ConfigResult(knobs, per_query, rankings, moods, health)
+
+
+def _stored_as(variant: SongVectors) -> SongVectors:
+    """The store a variant's songs are in: MaxSim reads the windows of the mean-pooled one."""
+    return dataclasses.replace(variant, pooling="mean") if variant.pooling == MAXSIM else variant
 
 
 def _name(configs: list[ConfigResult]) -> None:

@@ -246,17 +246,21 @@ class SongStore(ABC):
                 return
 
     def search(self, vector: np.ndarray, limit: int = 10, song_filter: SongFilter | None = None,
-               with_vectors: bool = False) -> list[Hit]:
-        """The ``limit`` songs nearest to ``vector`` by cosine similarity, best first."""
+               with_vectors: bool = False, maxsim: bool = False) -> list[Hit]:
+        """The ``limit`` songs nearest to ``vector`` by cosine similarity, best first. ``maxsim``: by their best
+        window instead (MaxSim over the window vectors, every one compared: the tuning tool's knob; songs
+        without window vectors are not found)."""
         if limit < 1:
             raise StoreError(f"search limit must be at least 1, got {limit}")
+        if maxsim and not self.has_windows:
+            raise StoreError(f"the store at {self.location} cannot be searched by MaxSim: {NO_WINDOWS_LAYOUT}")
         query = self._check_vector(vector, "query vector")
         flt = song_filter if song_filter is not None and song_filter != SongFilter() else None
         if flt is not None:
             flt = replace(flt, exclude_ids=tuple(canonical_id(i) for i in flt.exclude_ids))
-        exact = self._size() <= self.exact_limit
+        exact = maxsim or self._size() <= self.exact_limit
         with self._errors():
-            return self._search(query, limit, flt, with_vectors, exact)
+            return self._search(query, limit, flt, with_vectors, exact, WINDOWS_NAME if maxsim else VECTOR_NAME)
 
     def _size(self) -> int:
         """The song count that picks exact or quantised search: recounted after this process writes, and at
@@ -358,9 +362,10 @@ class SongStore(ABC):
 
     @abstractmethod
     def _search(self, vector: np.ndarray, limit: int, song_filter: SongFilter | None,
-                with_vectors: bool, exact: bool) -> list[Hit]:
-        """The nearest songs: every full vector compared when ``exact``, else the quantised scan with
-        rescoring (segments without codes yet are scanned in full either way)."""
+                with_vectors: bool, exact: bool, using: str) -> list[Hit]:
+        """The nearest songs by the named vector ``using`` (the windows: ``vector`` as a one-vector multivector):
+        every full vector compared when ``exact``, else the quantised scan with rescoring (segments without codes
+        yet are scanned in full either way)."""
 
     @abstractmethod
     def _count(self) -> int: ...

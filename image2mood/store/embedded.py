@@ -110,10 +110,10 @@ class EmbeddedStore(SongStore):
         return [Song.from_payload(r.id, r.payload, r.vector) for r in records], next_offset
 
     def _search(self, vector: np.ndarray, limit: int, song_filter: SongFilter | None,
-                with_vectors: bool, exact: bool) -> list[Hit]:
+                with_vectors: bool, exact: bool, using: str) -> list[Hit]:
         request = qe.QueryRequest(
             limit=limit,
-            query=qe.Query.Nearest(vector, using=VECTOR_NAME),
+            query=qe.Query.Nearest(vector if using == VECTOR_NAME else [vector.tolist()], using=using),
             filter=_edge_filter(song_filter) if song_filter else None,
             with_payload=True,
             with_vector=[VECTOR_NAME] if with_vectors else False,

@@ -176,11 +176,11 @@ class ServerStore(SongStore):
         return [Song.from_payload(r.id, r.payload, r.vector) for r in records], next_offset
 
     def _search(self, vector: np.ndarray, limit: int, song_filter: SongFilter | None,
-                with_vectors: bool, exact: bool) -> list[Hit]:
+                with_vectors: bool, exact: bool, using: str) -> list[Hit]:
         response = self._client.query_points(
             self._collection,
-            query=vector,
-            using=VECTOR_NAME,
+            query=vector if using == VECTOR_NAME else [vector.tolist()],
+            using=using,
             query_filter=_client_filter(song_filter) if song_filter else None,
             limit=limit,
             with_payload=True,
