@@ -137,7 +137,9 @@ def playlist(result_id: str, kind: str):
     if kind not in PLAYLIST_TYPES:
         raise NotFound(f"playlists are .m3u8 or .xspf, not .{kind}")
     result = kept(result_id)
-    tracks = playlists.entries([song for song, _ in kept_songs(result)], base_url=public_url("/"))
+    songs = kept_songs(result)
+    tracks = playlists.entries([song for song, _ in songs], base_url=public_url("/"),
+                               highlights={saved["id"]: saved.get("highlight") for _, saved in songs})
     body = playlists.render(f".{kind}", tracks, title=headline(result))
     return Response(body, content_type=PLAYLIST_TYPES[kind],
                     headers={"Content-Disposition": f'attachment; filename="image2mood-{result.id}.{kind}"'})
