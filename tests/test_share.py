@@ -259,7 +259,8 @@ def test_shared_page_and_main_page_in_chromium(server, browser, noise_photo: byt
     assert len(by_css(browser, "#mood-map .map-query")) == 1
     assert browser.find_element("id", "caption").text == answer["caption"]
     audios = by_css(browser, "#songs audio")
-    assert [a.get_attribute("src") for a in audios] == [f"{base}{s['audio_url']}" for s in answer["songs"]]
+    assert [a.get_attribute("src") for a in audios] == [f"{base}{s['audio_url']}#t={s['highlight']['start']}"
+                                                        for s in answer["songs"]]  # each starts at its highlight
     og = {m.get_attribute("property"): m.get_attribute("content") for m in by_css(browser, "meta[property^='og:']")}
     assert og["og:title"] == answer["caption"]
     assert og["og:description"].startswith(", ".join(m["en"] for m in answer["moods"]))
