@@ -2,7 +2,8 @@
 
 One song shape everywhere: ``song_json``. A ranked song adds its score, moods and ``highlight`` (``{start, end,
 score}`` in seconds, or null); an answer adds ``highlights_note`` when a song has none (why, and the fix), the
-route, the query's moods and (for a photo) the caption, alpha, note, faces, the photo's size and timings.
+route, the query's moods and (for a photo) the caption as the captioner wrote it, the captions by page language
+(``{"en": ..., "ko": ...}``, :mod:`image2mood.captions`), alpha, note, faces, the photo's size and timings.
 Where the mood map placed them, the query and each song carry ``valence`` and ``arousal``; a kept
 answer carries its ``result_id``.
 """
@@ -50,9 +51,11 @@ def recommendation_json(rec: Recommendation, result_id: str | None = None) -> di
     """An answer: route, moods and ranked songs; a photo's answer also has caption, alpha, note, faces, timings."""
     body: dict[str, Any] = {"route": rec.route} if result_id is None else {"result_id": result_id, "route": rec.route}
     if rec.caption is not None:
-        body.update(caption=rec.caption, alpha=rec.alpha, note=rec.note,
+        body.update(caption=rec.caption, captions=rec.captions, alpha=rec.alpha, note=rec.note,
                     faces=[face.to_json() for face in rec.faces],
                     photo_size=list(rec.photo_size) if rec.photo_size else None, timings_ms=rec.timings_ms)
+        if rec.caption_note:
+            body["caption_note"] = rec.caption_note
     if rec.point is not None:
         body.update(rec.point.to_json())
     body.update(moods=[m.to_json() for m in rec.moods], songs=[ranked_song_json(s) for s in rec.songs])

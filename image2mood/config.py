@@ -17,6 +17,11 @@ FACES_DIR = "faces"
 DEFAULT_SET = model_set("default")
 DEFAULT_MODELS: dict[ModelKind, str] = {kind: DEFAULT_SET.hub_id(kind) for kind in KINDS}
 """Each model's hub id in the default model set (image2mood/models/sets/default.json)."""
+MODEL_SETTINGS: dict[ModelKind, str] = {"clip": "clip_model", "blip": "blip_model", "clap": "clap_model",
+                                        "translator": "translator"}
+"""Each model's settings field (``IMAGE2MOOD_`` + its upper case is the variable)."""
+CAPTION_LANGUAGES: dict[str, str] = {"en": "eng_Latn", "ko": "kor_Hang"}
+"""The page's languages and their NLLB-200 codes: the one place that maps them."""
 
 
 TINY_MARKER = "image2mood-tiny.json"
@@ -25,6 +30,16 @@ TINY_MARKER = "image2mood-tiny.json"
 def is_tiny(folder: Path) -> bool:
     """True when ``folder`` (a model folder or a model set) holds tiny random models."""
     return (folder / TINY_MARKER).is_file()
+
+
+def parse_languages(text: str) -> tuple[str, ...]:
+    """Comma-separated page languages (``"en,ko"``) as a tuple without repeats; ValueError naming an unknown one."""
+    languages = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+    unknown = [lang for lang in languages if lang not in CAPTION_LANGUAGES]
+    if unknown or not languages:
+        raise ValueError(f"{', '.join(unknown) or 'no language'} is not a caption language: give "
+                         f"{' or '.join(CAPTION_LANGUAGES)}, comma-separated")
+    return languages
 
 
 def data_home() -> Path:
@@ -57,6 +72,14 @@ class Settings(BaseSettings):
         default=DEFAULT_SET.name,
         description="The shipped model set (default; music: LAION-CLAP's music checkpoint) whose hub models, at their "
         "pinned revisions, caption size and precision are used wherever no other setting names them.",
+    )
+    translator: str = Field(
+        default=DEFAULT_MODELS["translator"], description="NLLB-200 translator (transformers) hub id or local folder: "
+        "captions in the reader's language, and a non-English captioner's captions in English for CLAP.")
+    caption_languages: str = Field(
+        default="en",
+        description="Languages an answer's caption is given in when the request names none (comma-separated: "
+        "en, ko); English is always there. Any other needs the translator.",
     )
     projection: str | None = Field(
         default=None,
@@ -176,6 +199,11 @@ class Settings(BaseSettings):
             sources.append(DotEnvSettingsSource(settings_cls, env_file=user_config_file()))
         return (*sources, file_secret_settings)
 
+    @field_validator("caption_languages")
+    @classmethod
+    def _known_languages(cls, value: str) -> str:
+        return ",".join(parse_languages(value))
+
     @field_validator("model_set")
     @classmethod
     def _shipped_set(cls, value: str) -> str:
@@ -193,7 +221,7 @@ class Settings(BaseSettings):
 
     def model_spec(self, kind: ModelKind) -> str:
         """The spec for one model: an explicit setting wins, then the model-set folder, then the model set's hub id."""
-        field = f"{kind}_model"
+        field = MODEL_SETTINGS[kind]
         if field in self.model_fields_set:
             return getattr(self, field)
         if self.models is None:

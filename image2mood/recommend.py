@@ -10,18 +10,20 @@ and the result says so.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
 from PIL import Image
 
+from image2mood.captions import ENGLISH, language_key, with_languages
 from image2mood.config import Settings
-from image2mood.errors import Image2MoodError, StoreError
+from image2mood.errors import Image2MoodError, ModelLoadError, ModelNotFoundError, StoreError
 from image2mood.faces.reader import Face, FaceModels, mood_weights
 from image2mood.library import store_info
 from image2mood.models import factory
@@ -38,6 +40,9 @@ from image2mood.store.base import Song, SongStore, canonical_id
 
 
 
+log = logging.getLogger(__name__)
+
+
 class UnknownSongError(Image2MoodError):
     """A song id that is not in the store."""
 
@@ -50,7 +55,9 @@ class Recommendation:
     vector: np.ndarray  # the query in CLAP space (L2-normalised)
     moods: list[MoodScore]
     songs: list[RankedSong]
-    caption: str | None = None
+    caption: str | None = None  # as the captioner wrote it
+    captions: dict[str, str] = field(default_factory=dict)  # page language → caption; "en" is what CLAP read
+    caption_note: str | None = None  # why a caption asked for is missing
     alpha: float | None = None
     note: str | None = None
     faces: list[Face] = field(default_factory=list)  # the most confident first
@@ -129,13 +136,18 @@ class Recommender:
             faces = _timed(timings, "faces", lambda: self.memo.get(key, "faces", lambda: face_models.read(image)))
         if on_songs is not None and image_route is not None:
             on_songs(self._image_answer(image_route, faces, image.size, options, timings))
-        caption = _timed(timings, "caption", lambda: self.memo.get(
-            key, "caption", lambda: factory.captioner(self.settings).caption([image])[0]))
+        captioner = factory.captioner(self.settings)
+        caption = _timed(timings, "caption", lambda: self.memo.get(key, "caption", lambda: captioner.caption([image])[0]))
+        english = caption if captioner.language == ENGLISH else _timed(timings, "caption_to_english", lambda: self.memo.get(
+            key, "caption_en", lambda: self._to_english(caption, captioner.language)))
         text_route = _timed(timings, "clap_text", lambda: self.memo.get(
-            key, "clap_text", lambda: self.clap.encode_text([caption])[0]))
+            key, "clap_text", lambda: self.clap.encode_text([english])[0]))
 
         alpha = self.settings.alpha if options.alpha is None else options.alpha
         query, route, alpha, note = fuse(text_route, image_route, alpha)
+        if captioner.language != ENGLISH:
+            translated = f"BLIP's caption ({captioner.language}) was translated into English for CLAP's text tower"
+            note = f"{note}; {translated}" if note else translated
         query = face_pull(query, mood_weights(faces, image.size), self.moods)
         if face_models is None:
             missing = ("no face models are installed: CLIP's zero-shot reading of the whole photo stood in for "
@@ -143,8 +155,29 @@ class Recommender:
             note = f"{note}; {missing}" if note else missing
         songs = _timed(timings, "search", lambda: self.rank(query, options))
         return Recommendation(route=route, vector=query, moods=self.moods.top(query), songs=songs, caption=caption,
-                              alpha=alpha, note=note, faces=faces, photo_size=image.size, timings_ms=timings,
+                              captions={language_key(captioner.language): caption, "en": english}, alpha=alpha, note=note, faces=faces, photo_size=image.size, timings_ms=timings,
                               point=self.mood_map.place(query)[0])
+
+    def _to_english(self, caption: str, language: str) -> str:
+        """A caption of a captioner that does not write English, in English: CLAP's text tower reads no other."""
+        return factory.translator(self.settings).translate([caption], language, ENGLISH)[0]
+
+    def add_captions(self, rec: Recommendation, languages: Iterable[str]) -> Recommendation:
+        """``rec`` with its caption in each page language of ``languages`` too, translated from the English one on
+        the model lane: call it once the songs are ranked (answered), so translating never delays them. Without
+        a translator here the answer keeps the captions it has, and ``caption_note`` says why."""
+        if rec.caption is None or all(lang in rec.captions for lang in languages):
+            return rec
+        started = time.perf_counter()
+        try:
+            captions = self.lane.run(lambda: with_languages(rec.captions, languages,
+                                                            factory.translator(self.settings).translate))
+        except (ModelNotFoundError, ModelLoadError) as exc:
+            log.warning("captions stay in %s: %s", ", ".join(rec.captions), exc)
+            return replace(rec, caption_note=f"no caption in {', '.join(sorted(set(languages) - set(rec.captions)))}"
+                           ": the NLLB translator is not installed (`image2mood models download --with-translator`)")
+        timings = {**rec.timings_ms, "translate": round((time.perf_counter() - started) * 1000, 1)}
+        return replace(rec, captions=captions, timings_ms=timings)
 
     def stream_photo(self, image: Image.Image, options: Options = Options(),
                      client: str = "") -> Iterator[tuple[str, Recommendation]]:

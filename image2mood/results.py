@@ -64,12 +64,14 @@ class SavedResult:
     moods: list[dict[str, Any]]
     vector: list[float]
     songs: list[dict[str, Any]]  # per song: id, score, moods, valence, arousal, highlight ({start, end, score} or None)
-    caption: str | None = None
+    caption: str | None = None  # as the captioner wrote it
     query: str | None = None  # the words searched for, or the song asked about
     valence: float | None = None
     arousal: float | None = None
     thumbnail: bytes | None = field(default=None, repr=False)  # JPEG, only when the person shared it
     highlights_note: str | None = None  # why songs have no highlight (see image2mood.answers.highlights_note)
+    captions: dict[str, str] = field(default_factory=dict)  # page language → caption (image2mood.captions)
+    language: str | None = None  # the page language the answer was asked in: its share page's and playlists'
 
     @property
     def song_ids(self) -> list[str]:
@@ -105,8 +107,9 @@ def thumbnail_jpeg(image: Image.Image, size: int = THUMBNAIL_PX) -> bytes:
     return out.getvalue()
 
 
-def result_from(rec: Recommendation, query: str | None = None, thumbnail: bytes | None = None) -> SavedResult:
-    """What is kept of an answer (a new id, made now)."""
+def result_from(rec: Recommendation, query: str | None = None, thumbnail: bytes | None = None,
+                language: str | None = None) -> SavedResult:
+    """What is kept of an answer (a new id, made now), asked in page ``language``."""
     point = rec.point.to_json() if rec.point else {}
     songs = [{"id": ranked.song.id, "score": round(ranked.score, 4), "moods": [m.to_json() for m in ranked.moods],
               **(ranked.point.to_json() if ranked.point else {}),
@@ -114,7 +117,8 @@ def result_from(rec: Recommendation, query: str | None = None, thumbnail: bytes 
     return SavedResult(id=new_id(), created=time.time(), route=rec.route, moods=[m.to_json() for m in rec.moods],
                        vector=[round(float(x), 6) for x in rec.vector], songs=songs, caption=rec.caption,
                        query=query, valence=point.get("valence"), arousal=point.get("arousal"), thumbnail=thumbnail,
-                       highlights_note=highlights_note(rec.songs))
+                       highlights_note=highlights_note(rec.songs),
+                       captions=dict(rec.captions), language=language)
 
 
 class Results(Protocol):

@@ -39,6 +39,7 @@ def check(settings: Settings, download: bool) -> None:
             fixes.append(exc.fix or "")
     if not fixes:
         fixes += _check_projection(settings)
+    fixes += _check_translator(settings, download)
     _check_faces(settings)
     if fixes:
         click.echo(f"to fix: {fixes[0]}")  # the fixes differ only in the setting they name
@@ -69,6 +70,30 @@ def _check_projection(settings: Settings) -> list[str]:
     return []
 
 
+def _check_translator(settings: Settings, download: bool) -> list[str]:
+    """The translator's line: needed for captions in other languages than English (IMAGE2MOOD_CAPTION_LANGUAGES,
+    or the page's Korean), and always for a captioner that does not write English; a missing one fails the check
+    only then."""
+    from image2mood.captions import blip_language
+    from image2mood.config import is_tiny
+    from image2mood.models.resolve import resolve_model
+
+    spec = settings.model_spec("translator")
+    try:
+        folder = resolve_model("translator", spec, download=download).folder
+    except ModelNotFoundError as exc:
+        language = blip_language(settings)
+        if language is not None:
+            click.echo(f"{'NLLB':5} missing  {exc.reason}: BLIP writes {language}, which CLAP cannot read")
+            return [exc.fix or ""]
+        click.echo(f"{'NLLB':5} missing  {exc.reason}: captions are shown in English only (fix: {exc.fix})")
+        return []
+    note = " (tiny random weights)" if is_tiny(folder) else ""
+    click.echo(f"{'NLLB':5} ok       {spec} -> {folder}{note}: captions in {settings.caption_languages} "
+               "by default, and in the page's language")
+    return []
+
+
 def _check_faces(settings: Settings) -> None:
     """The face models' line: optional, so a missing one says what stands in and does not fail the check."""
     from image2mood.faces.fetch import FIX, WHEELS, faces_ready
@@ -94,13 +119,16 @@ def tiny(target: Path) -> None:
 
 @models.command()
 @click.argument("target", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--with-translator", is_flag=True,
+              help="Also the NLLB-200 translator (IMAGE2MOOD_TRANSLATOR, 2.5 GB) into TARGET/translator: captions "
+                   "in Korean, and a Korean captioner's captions in English for CLAP.")
 @click.pass_obj
-def download(settings: Settings, target: Path) -> None:
+def download(settings: Settings, target: Path, with_translator: bool) -> None:
     """Download the configured CLIP, BLIP and CLAP models into TARGET/{clip,blip,clap} (needs internet), each at
     the revision its model set pins (IMAGE2MOOD_MODEL_SET; a hub id written ORG/NAME@REVISION fetches that one)."""
     from image2mood.models.resolve import download_model, download_plan
 
-    for request in download_plan(settings, ("clip", "blip", "clap")):
+    for request in download_plan(settings, ("clip", "blip", "clap", *(("translator",) if with_translator else ()))):
         click.echo(f"downloading {request} ...")
         download_model(request, target / request.kind)
     _ensure_head(settings, target)

@@ -67,27 +67,40 @@ def recommend():
     name = upload.filename or "the uploaded file"
     photo = load_configured_photo(upload.read(), name, recommender().settings)
     client = request.remote_addr or ""  # whose photos the model memo may answer from (photo_memo)
+    languages = form.languages(recommender().settings.caption_languages)
     if request.args.get("stream", "").lower() in ("1", "true", "yes"):
-        events = _events(recommender(), photo, options, form.share_photo, client)
+        events = _events(recommender(), photo, options, form.share_photo, client, languages)
         return Response(stream_with_context(events), mimetype=STREAM_TYPE,
                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-    return jsonify(photo_answer(recommender().for_photo(photo, options, client=client), photo, form.share_photo))
+    rec = recommender().for_photo(photo, options, client=client)
+    return jsonify(photo_answer(recommender().add_captions(rec, languages), photo, form.share_photo, languages[0]))
 
 
-def photo_answer(rec: Recommendation, photo: Image.Image, share_photo: bool) -> dict:
+def photo_answer(rec: Recommendation, photo: Image.Image, share_photo: bool, language: str,
+                 result_id: str | None = None) -> dict:
     """The plain answer to a photo: the JSON body of POST /api/recommend and the streamed `answer` event.
-    It is held to be kept on demand (its ``result_id``), with a thumbnail of the photo only when the person
-    chose to share it."""
-    return recommendation_json(rec, result_id=hold(rec, photo=photo if share_photo else None))
+    It is held to be kept on demand (its ``result_id``, or the one given: the same answer held again), with a
+    thumbnail of the photo only when the person chose to share it; its share page is in ``language``."""
+    thumbnail_of = photo if share_photo else None
+    return recommendation_json(rec, result_id=hold(rec, photo=thumbnail_of, language=language, result_id=result_id))
 
 
-def _events(r: Recommender, photo: Image.Image, options: Options, share_photo: bool, client: str) -> Iterator[str]:
+def _events(r: Recommender, photo: Image.Image, options: Options, share_photo: bool, client: str,
+            languages: tuple[str, ...]) -> Iterator[str]:
     """``?stream=1``: JSON lines, ``{"event": "songs", ...}`` (the image route, with a projection head) as soon
-    as it is ready, then ``{"event": "answer", ...}`` (the plain answer); a failure ends it with an ``error``."""
+    as it is ready, then ``{"event": "answer", ...}`` (the plain answer), then, when the caption had to be
+    translated into a language asked for, ``{"event": "captions", "result_id", "captions"}`` (translating
+    never delays the songs); a failure ends it with an ``error``."""
     try:
         for kind, rec in r.stream_photo(photo, options, client):
-            body = photo_answer(rec, photo, share_photo) if kind == "answer" else recommendation_json(rec)
+            body = photo_answer(rec, photo, share_photo, languages[0]) if kind == "answer" else recommendation_json(rec)
             yield json.dumps({"event": kind, **body}, ensure_ascii=False) + "\n"
+        translated = r.add_captions(rec, languages)
+        if translated is not rec:
+            body = photo_answer(translated, photo, share_photo, languages[0], result_id=body["result_id"])
+            extra = {"caption_note": body["caption_note"]} if "caption_note" in body else {}
+            yield json.dumps({"event": "captions", "result_id": body["result_id"], "captions": body["captions"],
+                              **extra}, ensure_ascii=False) + "\n"
     except Image2MoodError as exc:  # the status the plain answer would have had
         from service.app import status_for  # the app module imports this one
 

@@ -72,12 +72,20 @@ def serve(settings: Settings, host: str, port: int, threads: int, store: str | N
     lane.serve(until=lambda: not http.is_alive())
 
 
-def _print(body: dict, as_json: bool) -> None:
+def _print(body: dict, as_json: bool, language: str = "en") -> None:
     if as_json:
         click.echo(json_line(body, indent=2))
         return
     if body.get("caption") is not None:
-        click.echo(f"caption: {body['caption']}")
+        from image2mood.captions import shown_caption
+
+        shown, lang = shown_caption(body["captions"], language, body["caption"])
+        click.echo(f"caption: {shown}")
+        for other, text in body["captions"].items():
+            if other != lang:
+                click.echo(f"  ({other}) {text}")
+    if body.get("caption_note"):
+        click.echo(f"note:    {body['caption_note']}")
     if body.get("note"):
         click.echo(f"note:    {body['note']}")
     for face in body.get("faces") or []:
@@ -132,16 +140,20 @@ def recommend(ctx: click.Context, photo: Path, top: int | None, alpha: float | N
         server.ping()  # a wrong address or login stops here, before the models load
 
     from image2mood.answers import recommendation_json
+    from image2mood.captions import shown_caption
+    from image2mood.config import parse_languages
     from image2mood.recommend import Recommender
     from service.fields import QueryOptions, parse
 
     options = parse(QueryOptions, {"top": top, "alpha": alpha}).options(settings.top)  # the API's own checks
-    result = Recommender.open(settings).for_photo(image, options)
-    _print(recommendation_json(result), as_json)
+    recommender = Recommender.open(settings)
+    languages = parse_languages(settings.caption_languages)  # the first is the one shown, and the playlist's
+    result = recommender.add_captions(recommender.for_photo(image, options), languages)
+    _print(recommendation_json(result), as_json, languages[0])
     if playlist_file is not None:
         tracks = playlists.entries([ranked.song for ranked in result.songs], base_url=playlist_urls,
                                    highlights={r.song.id: r.highlight.to_json() for r in result.songs if r.highlight})
-        playlists.write(playlist_file, tracks, title=result.caption)
+        playlists.write(playlist_file, tracks, title=shown_caption(result.captions, languages[0], result.caption)[0])
         click.echo(f"playlist of {len(tracks)} songs written to {playlist_file}", err=True)
     if server is not None and push is not None:
         with server:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from image2mood.config import CAPTION_LANGUAGES, parse_languages
 from image2mood.errors import Image2MoodError
 from image2mood.recommend import Options
 from image2mood.store.base import SongFilter
@@ -72,6 +73,18 @@ class PhotoForm(QueryOptions):
     share_photo: bool = Field(False, description="Keep a small thumbnail (at most 320 px, no metadata) of the photo "
                               "with the kept answer, shown on its shared page /r/<result_id>. The photo itself is "
                               "never kept.")
+    lang: str | None = Field(None, max_length=100, description="The languages of the caption, comma-separated ("
+                             + ", ".join(CAPTION_LANGUAGES) + "; default: IMAGE2MOOD_CAPTION_LANGUAGES); English is "
+                             "always there. The first is the language of the answer's share page and playlists.")
+
+    @field_validator("lang")
+    @classmethod
+    def _known_languages(cls, value: str | None) -> str | None:
+        return None if value is None else ",".join(parse_languages(value))
+
+    def languages(self, default: str) -> tuple[str, ...]:
+        """The caption languages asked for, else those of ``default`` (IMAGE2MOOD_CAPTION_LANGUAGES)."""
+        return parse_languages(self.lang or default)
 
 
 class SearchQuery(QueryOptions):

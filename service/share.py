@@ -15,6 +15,7 @@ The songs are looked up in the store by id, in the answer's order; songs removed
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from flask import Blueprint, Response, current_app, render_template, request, url_for
@@ -24,6 +25,8 @@ from werkzeug.exceptions import BadRequest, NotFound, ServiceUnavailable
 
 from image2mood import playlists
 from image2mood.answers import song_json
+from image2mood.captions import shown_caption
+from image2mood.config import CAPTION_LANGUAGES
 from image2mood.recommend import Recommendation, Recommender
 from image2mood.results import Results, ResultStoreError, SavedResult, open_results, result_from, thumbnail_jpeg
 from image2mood.store.base import Song
@@ -47,12 +50,15 @@ def results_store() -> Results:
     return current_app.extensions[RESULTS]
 
 
-def hold(rec: Recommendation, query: str | None = None, photo: Image.Image | None = None) -> str:
+def hold(rec: Recommendation, query: str | None = None, photo: Image.Image | None = None, language: str | None = None,
+         result_id: str | None = None) -> str:
     """Hold an answer (in memory, or in the Qdrant server beside the songs), to be kept on demand (with a thumbnail of ``photo`` when given: the person
-    chose to share it); its result_id."""
+    chose to share it), asked in page ``language``; its result_id. With ``result_id``, the answer held under that
+    id is replaced (the same answer, its captions added)."""
     thumbnail = thumbnail_jpeg(photo) if photo is not None else None
+    result = result_from(rec, query=query, thumbnail=thumbnail, language=language)
     try:
-        return results_store().hold(result_from(rec, query=query, thumbnail=thumbnail)).id
+        return results_store().hold(replace(result, id=result_id) if result_id else result).id
     except ResultStoreError as exc:
         log.error("%s", exc)
         raise ServiceUnavailable("the answer cannot be held now; the service's log says why") from None
@@ -92,8 +98,9 @@ def kept(result_id: str) -> SavedResult:
 
 
 def headline(result: SavedResult) -> str:
-    """What the answer was for: the photo's caption, the words searched for, or the song it started from."""
-    return result.caption or result.query or "songs from image2mood"
+    """What the answer was for: the photo's caption (in the language it was asked in), the words searched for,
+    or the song it started from."""
+    return shown_caption(result.captions, result.language, result.caption)[0] or result.query or "songs from image2mood"
 
 
 def map_marks(result: SavedResult, songs: list[tuple[Song, dict[str, Any]]]) -> dict[str, Any]:
@@ -117,6 +124,9 @@ def page(result_id: str):
     songs = kept_songs(result)
     return render_template(
         "share.html", result=result, headline=headline(result), marks=map_marks(result, songs),
+        headline_lang=shown_caption(result.captions, result.language, result.caption)[1],
+        captions={lang: text for lang, text in result.captions.items() if lang in CAPTION_LANGUAGES}
+        if len(result.captions) > 1 else {},
         songs=[{**song_json(song), **saved, "length": _length(song.duration)} for song, saved in songs],
         description=", ".join(m["en"] for m in result.moods) + " · " + ", ".join(m["ko"] for m in result.moods),
         page_url=public_url(url_for("share.page", result_id=result.id)),

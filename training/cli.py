@@ -166,6 +166,7 @@ def blip(settings: Settings, data: Path, images: Path | None, out: Path, caption
         _launch_workers(processes)
     import torch
 
+    from image2mood.captions import LANGUAGE_KEY
     from image2mood.models.loading import checked_tokenizer, load_or_explain
     from image2mood.models.resolve import ResolvedModel, resolve_model
     from training.blip import BlipForConditionalGeneration, BlipProcessor, BlipTrainer, BlipTrainingConfig
@@ -190,6 +191,8 @@ def blip(settings: Settings, data: Path, images: Path | None, out: Path, caption
     model = load_or_explain(source, lambda: BlipForConditionalGeneration.from_pretrained(source.folder))
     processor = load_or_explain(source, lambda: BlipProcessor.from_pretrained(source.folder))
     tokenizer = checked_tokenizer(source, processor.tokenizer, model.config.text_config.vocab_size)
+    if caption_language:  # the language its captions will be in: image2mood translates them for CLAP
+        setattr(model.config, LANGUAGE_KEY, caption_language)
 
     column = f"captions[{caption_language}]" if caption_language else (caption_column or "the caption column")
     coverage = token_coverage(tokenizer, [pair.caption for pair in train_pairs])

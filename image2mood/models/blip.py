@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
+from image2mood.captions import caption_language
 from image2mood.models.loading import checked_tokenizer, load_or_explain
 from image2mood.models.precision import Precision, uses_bf16, uses_int8_decoder
 from image2mood.models.resolve import ResolvedModel
@@ -36,6 +37,7 @@ class Captioner:
         self.name = resolved.spec
         self.device = torch.device(device)
         self.max_new_tokens = max_new_tokens
+        self.language = caption_language(folder)  # an NLLB code: eng_Latn unless `train blip --caption-language`
         self.model = load_or_explain(
             resolved, lambda: BlipForConditionalGeneration.from_pretrained(folder)
         ).eval().to(self.device)

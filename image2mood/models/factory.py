@@ -18,10 +18,12 @@ if TYPE_CHECKING:
     from image2mood.models.clap import ClapEncoder
     from image2mood.models.clip import ImageEncoder
     from image2mood.models.projection import ProjectionHead
+    from image2mood.models.translator import Translator
 
 _CLASSES: dict[ModelKind, str] = {"clap": "image2mood.models.clap:ClapEncoder",
                                   "clip": "image2mood.models.clip:ImageEncoder",
-                                  "blip": "image2mood.models.blip:Captioner"}
+                                  "blip": "image2mood.models.blip:Captioner",
+                                  "translator": "image2mood.models.translator:Translator"}
 """Each family's class, imported only when first loaded: ``index`` needs CLAP alone, and open_clip
 and BLIP's imports cost it a second."""
 _lock = threading.Lock()
@@ -60,6 +62,11 @@ def image_encoder(settings: Settings) -> ImageEncoder:
 def captioner(settings: Settings) -> Captioner:
     """The process's BLIP captioner for these settings."""
     return _load("blip", settings)
+
+
+def translator(settings: Settings) -> Translator:
+    """The process's NLLB translator for these settings (loaded only when a caption needs translating)."""
+    return _load("translator", settings)
 
 
 def projection_head(settings: Settings) -> ProjectionHead | None:

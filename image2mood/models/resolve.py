@@ -19,7 +19,7 @@ from pathlib import Path
 from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import HFValidationError, RevisionNotFoundError
 
-from image2mood.config import ModelKind, Settings
+from image2mood.config import MODEL_SETTINGS, ModelKind, Settings
 from image2mood.errors import ModelNotFoundError, first_line
 from image2mood.models.sets import model_set, pinned_entry
 
@@ -32,14 +32,18 @@ REQUIRED_FILES: dict[ModelKind, tuple[tuple[str, ...], ...]] = {
              ("tokenizer.json", "vocab.txt")),
     "clap": (("config.json",), ("preprocessor_config.json", "processor_config.json"),
              ("tokenizer.json", "vocab.json")),
+    "translator": (("config.json",), ("tokenizer.json", "sentencepiece.bpe.model")),
 }
 
 # What a download fetches: configs and tokenizers, and the weights the model set names, else safetensors
 # weights (never TF/Flax copies).
 CONFIG_PATTERNS = ("*.json", "*.txt", "*.model")
 SAFETENSORS = ("*.safetensors",)
+PYTORCH_WEIGHTS: dict[ModelKind, str] = {"translator": "pytorch_model.bin"}
+"""For a hub id no model set names: fetched only when the repo has no safetensors weights (NLLB-200's repos
+ship a pickled PyTorch file alone; transformers reads it with torch's weights-only loader)."""
 
-FAMILY_NAMES: dict[ModelKind, str] = {"clip": "CLIP", "blip": "BLIP", "clap": "CLAP"}
+FAMILY_NAMES: dict[ModelKind, str] = {"clip": "CLIP", "blip": "BLIP", "clap": "CLAP", "translator": "NLLB translator"}
 
 
 @dataclass(frozen=True)
@@ -54,12 +58,13 @@ class ResolvedModel:
 @dataclass(frozen=True)
 class HubRequest:
     """What is fetched from the hub for one model: ``repo_id`` at ``revision`` (None: the main branch), the
-    files matching ``allow_patterns``."""
+    files matching ``allow_patterns``, and ``fallback`` too when no safetensors weights came."""
 
     kind: ModelKind
     repo_id: str
     revision: str | None
     allow_patterns: tuple[str, ...]
+    fallback: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.repo_id!r} at revision {self.revision}" if self.revision else f"{self.repo_id!r} (main branch)"
@@ -75,7 +80,8 @@ def hub_request(kind: ModelKind, spec: str) -> HubRequest:
     entry = pinned_entry(kind, repo_id)
     if entry is not None:
         return HubRequest(kind, repo_id, revision or entry.revision, (*CONFIG_PATTERNS, *entry.weights))
-    return HubRequest(kind, repo_id, revision or None, (*CONFIG_PATTERNS, *SAFETENSORS))
+    fallback = PYTORCH_WEIGHTS.get(kind)
+    return HubRequest(kind, repo_id, revision or None, (*CONFIG_PATTERNS, *SAFETENSORS), (fallback,) if fallback else ())
 
 
 def download_plan(settings: Settings, kinds: tuple[ModelKind, ...]) -> list[HubRequest]:
@@ -88,9 +94,10 @@ def download_plan(settings: Settings, kinds: tuple[ModelKind, ...]) -> list[HubR
 
 def how_to_get(kind: ModelKind, spec: str) -> str:
     """The fix, in words, for a model that is not here."""
-    setting = f"IMAGE2MOOD_{kind.upper()}_MODEL"
+    setting = f"IMAGE2MOOD_{MODEL_SETTINGS[kind].upper()}"
+    flag = " --with-translator" if kind == "translator" else ""
     return (
-        f"get it on a machine with internet (`image2mood models download DIR`, then copy DIR here and "
+        f"get it on a machine with internet (`image2mood models download{flag} DIR`, then copy DIR here and "
         f"set IMAGE2MOOD_MODELS=DIR), or point {setting} at a local folder holding the model; "
         f"to try image2mood with tiny random models: `image2mood models tiny DIR` and IMAGE2MOOD_MODELS=DIR"
     )
@@ -142,20 +149,26 @@ def download_model(request: HubRequest, target: Path) -> Path:
     if absent:
         raise ModelNotFoundError(
             f"{family} model {request} on the hub lacks {', '.join(absent)} "
-            f"(fetched: {', '.join(request.allow_patterns)}); choose another model id"
+            f"(fetched: {', '.join((*request.allow_patterns, *request.fallback))}); choose another model id"
         )
     return target
 
 
 def _snapshot(request: HubRequest, **where: object) -> Path:
-    """Fetch ``request``'s files (``where``: ``local_dir`` or ``local_files_only``)."""
-    patterns = list(request.allow_patterns)
-    return Path(snapshot_download(request.repo_id, revision=request.revision, allow_patterns=patterns,
-                                  **where))  # type: ignore[arg-type]
+    """Fetch ``request``'s files (``where``: ``local_dir`` or ``local_files_only``), and its fallback weights
+    when no safetensors came."""
+    def fetch(patterns: tuple[str, ...]) -> Path:
+        return Path(snapshot_download(request.repo_id, revision=request.revision, allow_patterns=list(patterns),
+                                      **where))  # type: ignore[arg-type]
+
+    folder = fetch(request.allow_patterns)
+    if request.fallback and not any(folder.glob("*.safetensors")):
+        folder = fetch((*request.allow_patterns, *request.fallback))
+    return folder
 
 
 def _no_such_revision(request: HubRequest) -> ModelNotFoundError:
-    setting = f"IMAGE2MOOD_{request.kind.upper()}_MODEL"
+    setting = f"IMAGE2MOOD_{MODEL_SETTINGS[request.kind].upper()}"
     return ModelNotFoundError(
         f"{FAMILY_NAMES[request.kind]} model {request.repo_id!r} has no revision {request.revision} on the hub",
         f"set {setting}={request.repo_id}@COMMIT with a commit the repo has (or @main), or pin it anew in the "
@@ -174,7 +187,7 @@ def _from_hub(kind: ModelKind, spec: str, download: bool) -> Path:
         pass
     fix = how_to_get(kind, spec)
     if request.revision:
-        fix += (f"; a cache holding another revision of it serves with IMAGE2MOOD_{kind.upper()}_MODEL="
+        fix += (f"; a cache holding another revision of it serves with IMAGE2MOOD_{MODEL_SETTINGS[kind].upper()}="
                 f"{request.repo_id}@main")
     if constants.is_offline_mode():
         raise ModelNotFoundError(

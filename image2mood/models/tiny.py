@@ -1,6 +1,6 @@
-"""Write a tiny, randomly initialised model set of the real architectures (CLIP, BLIP, CLAP).
+"""Write a tiny, randomly initialised model set of the real architectures (CLIP, BLIP, CLAP, NLLB).
 
-The set has the layout of a real one (``DIR/clip``, ``DIR/blip``, ``DIR/clap``, each loadable from
+The set has the layout of a real one (``DIR/clip``, ``DIR/blip``, ``DIR/clap``, ``DIR/translator``, each loadable from
 its folder exactly as a downloaded model is), so ``IMAGE2MOOD_MODELS=DIR`` runs every command with no
 downloads. The weights are random: results are meaningless, the code paths are the real ones.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 import open_clip
 import torch
 from safetensors.torch import save_model
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import (
     BertTokenizerFast,
@@ -27,6 +28,9 @@ from transformers import (
     ClapFeatureExtractor,
     ClapModel,
     ClapTextConfig,
+    M2M100Config,
+    M2M100ForConditionalGeneration,
+    NllbTokenizer,
     RobertaTokenizerFast,
 )
 
@@ -46,14 +50,18 @@ _WORDS = (
     "mountain forest tree flower field party dance concert face smiling sad happy crying laughing "
     "portrait room table car window light dark red blue green yellow black white old young two three"
 ).split()
+# And for the tiny translator's tokenizer, Korean to spell translations with.
+_KOREAN = ("사진 남자 여자 아이 사람들 개 고양이 새 거리 도시 밤 낮 해변 바다 하늘 구름 비 눈 산 숲 나무 꽃 "
+           "파티 춤 얼굴 웃는 슬픈 행복한 차분한 신나는 어두운 밝은 빨간 파란 오래된 젊은 두 세").split()
 
 
 def write_tiny_set(target: Path, seed: int = 0) -> Path:
-    """Write tiny CLIP, BLIP and CLAP models into ``target``/{clip,blip,clap}; returns ``target``."""
+    """Write tiny CLIP, BLIP, CLAP and NLLB models into ``target``/{clip,blip,clap,translator}; returns ``target``."""
     target.mkdir(parents=True, exist_ok=True)
     write_tiny_clip(target / "clip", seed)
     write_tiny_blip(target / "blip", seed)
     write_tiny_clap(target / "clap", seed)
+    write_tiny_translator(target / "translator", seed)
     write_tiny_projection(target, seed)
     _mark(target, "model set")
     return target
@@ -148,6 +156,44 @@ def write_tiny_clap(folder: Path, seed: int = 0) -> None:
                          padding="repeatpad").save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     _mark(folder, "CLAP")
+
+
+def _tiny_nllb_tokenizer() -> NllbTokenizer:
+    """NLLB's tokenizer (its special tokens, its 204 language codes, its Metaspace pre-tokenizer) over a small
+    BPE vocabulary trained here on English and Korean words."""
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]  # NLLB's ids 0-3
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    bpe.train_from_iterator([" ".join(_WORDS), " ".join(_KOREAN)], trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, show_progress=False))
+    trained = json.loads(bpe.to_str())["model"]
+    tokenizer = NllbTokenizer(vocab=trained["vocab"], merges=[tuple(m) for m in trained["merges"]],
+                              model_max_length=128)
+    if tokenizer.convert_tokens_to_ids("kor_Hang") == tokenizer.unk_token_id:
+        raise RuntimeError("tiny NLLB tokenizer came out without its language codes")
+    return tokenizer
+
+
+def write_tiny_translator(folder: Path, seed: int = 0) -> None:
+    """transformers M2M100 (NLLB-200's architecture, a few layers) with an NLLB tokenizer.
+
+    The language codes' and ``<mask>``'s embeddings (tied to the output layer) are scaled down, so the random
+    model writes words rather than codes (which decoding drops): its translations are non-empty gibberish."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = _tiny_nllb_tokenizer()
+    config = M2M100Config(
+        **TINY.models["translator"].architecture, vocab_size=len(tokenizer), scale_embedding=True, init_std=0.3,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = M2M100ForConditionalGeneration(config)
+    codes = tokenizer.convert_tokens_to_ids([*tokenizer.extra_special_tokens, "<mask>"])
+    with torch.no_grad():
+        model.get_input_embeddings().weight[codes] *= 0.01
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    _mark(folder, "NLLB translator")
 
 
 def write_tiny_projection(target: Path, seed: int = 0) -> Path:

@@ -26,8 +26,10 @@ export async function request(url, init, busyKey) {
 }
 
 // fetch a streamed answer (JSON lines): `onSongs` gets the first songs (no caption yet) as soon as they come,
-// the final answer is returned as request() returns it. The same errors, busy line and aborting as request().
-export async function requestStream(url, init, busyKey, onSongs) {
+// `onAnswer` the answer (songs ranked, caption in English and the captioner's language); a `captions` event after
+// it adds the caption in the page's language. The answer with every caption is returned as request() returns it.
+// The same errors, busy line and aborting as request().
+export async function requestStream(url, init, busyKey, onSongs, onAnswer) {
   return guarded(busyKey, async (signal, started) => {
     const res = await fetch(url, {...init, signal, headers: {Accept: 'application/x-ndjson'}});
     if (!res.ok || !res.body) {
@@ -37,6 +39,7 @@ export async function requestStream(url, init, busyKey, onSongs) {
     }
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffered = '';
+    let final = null;
     for (;;) {
       const {value, done} = await reader.read();
       if (done) break;
@@ -46,12 +49,19 @@ export async function requestStream(url, init, busyKey, onSongs) {
       for (const line of lines.filter((l) => l.trim())) {
         const event = JSON.parse(line);
         if (event.event === 'error') throw new ApiError((event.error && event.error.message) || '');
-        if (event.event === 'answer') return answer(res, event, started);
+        if (event.event === 'answer') {
+          final = answer(res, event, started);
+          onAnswer(final);
+        }
+        if (event.event === 'captions' && final && event.result_id === final.result_id) {
+          final = {...final, captions: {...final.captions, ...event.captions}, caption_note: event.caption_note};
+        }
         if (event.event === 'songs' && Array.isArray(event.songs)) {
           onSongs({...event, elapsedMs: performance.now() - started});
         }
       }
     }
+    if (final) return final;
     throw Object.assign(new ApiError(''), {status: res.status});  // the stream ended without an answer
   });
 }

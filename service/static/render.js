@@ -1,6 +1,6 @@
 /* Rendering: notices, errors, the busy line and the results (summary and song cards). */
 
-import {format, t, translate} from './i18n.js';
+import {format, isLanguage, t, translate} from './i18n.js';
 import {drawMap, svg} from './moodmap.js';
 import {$, els, state} from './page.js';
 
@@ -119,8 +119,16 @@ export function show(view, {focus = false} = {}) {
   else if (kind === 'search') headline = `“${data.query || ''}”`;
   else if (data.song) headline = [data.song.title, data.song.artist].filter(Boolean).join(' — ');
   els.caption.textContent = headline;
-  if (kind === 'photo') els.caption.lang = 'en';  // BLIP writes English
-  else els.caption.removeAttribute('lang');
+  ['en', 'ko'].forEach((lang) => els.caption.removeAttribute(`data-${lang}`));
+  if (kind === 'photo') {
+    // The caption in each language the server sent (data-en, data-ko): the language switch picks one.
+    const captions = data.captions || {en: data.caption || ''};
+    Object.entries(captions).filter(([lang]) => isLanguage(lang)).forEach(([lang, text]) => {
+      els.caption.dataset[lang] = text;
+    });
+    if (els.caption.dataset.en) translate(els.caption);
+    else els.caption.lang = Object.keys(captions).find((lang) => captions[lang] === data.caption) || 'en';
+  } else els.caption.removeAttribute('lang');
 
   els.moods.replaceChildren(...(data.moods || []).map(moodChip));
 

@@ -23,16 +23,21 @@ export async function sendPhoto(file) {
   form.append('image', file, file.name || 'photo.jpg');
   optionParams({withAlpha: true}).forEach((value, name) => form.append(name, value));
   if (els.sharePhoto.checked) form.append('share_photo', 'true');
+  form.append('lang', state.lang);  // the caption in the page's language too (English is always there)
   // The image route's songs come first (while the caption is written), then the caption and the refined order.
   const firstSongs = (first) => {
     show({kind: 'photo', data: first, photoUrl: state.photoUrl});
     setBusy('busyRefining');
   };
-  const data = await requestStream('/api/recommend?stream=1', {method: 'POST', body: form}, 'busyPhoto', firstSongs);
-  if (data) {
+  const showAnswer = (data) => {
     if (!state.alphaTouched && typeof data.alpha === 'number') els.alpha.value = String(data.alpha);
     show({kind: 'photo', data, photoUrl: state.photoUrl});
     renderAlphaOutput();
+  };
+  const data = await requestStream('/api/recommend?stream=1', {method: 'POST', body: form}, 'busyPhoto', firstSongs,
+    showAnswer);
+  if (data) {
+    showAnswer(data);  // again with the caption in the page's language, once translated
   } else if (els.error.hidden === false) {
     els.results.hidden = true;
   }
