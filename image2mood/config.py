@@ -111,7 +111,7 @@ class Settings(BaseSettings):
     window_seconds: float = Field(default=10.0, gt=0, description="Length of one CLAP window (s).")
     windows_per_song: int = Field(
         default=6, ge=0, le=64, description="Windows embedded per song, spread evenly over it; 0: every window "
-        "(up to 64, then 64 spread evenly), with CLAP in bf16 where IMAGE2MOOD_PRECISION allows.",
+        "(up to 64, then 64 spread evenly).",
     )
     upsert_batch: int = Field(default=16, ge=1, description="Songs written to the store per batch.")
     exact_search_limit: int = Field(
@@ -129,10 +129,10 @@ class Settings(BaseSettings):
         "smaller; 0: the model's own (384 for BLIP-base). 224 is about twice as fast.",
     )
     precision: PrecisionName = Field(
-        default=DEFAULT_SET.precision, description="Number format of BLIP, CLIP's image tower and CLAP's text tower (and CLAP's audio tower for "
-        "--windows all): auto = bf16 where the "
+        default=DEFAULT_SET.precision, description="Number format of BLIP, CLIP's image tower and CLAP's two towers: auto = bf16 where the "
         "CPU (AVX512-BF16, AMX) or GPU computes it fast, else fp32, and on a CPU BLIP's text decoder in int8; "
-        "bf16 = bf16 everywhere; int8 = fp32 with BLIP's decoder in int8; fp32 = full precision.",
+        "bf16 = bf16 everywhere; int8 = fp32 with int8 weights in BLIP's decoder and CLAP's audio tower; fp32 = full "
+        "precision.",
     )
     max_image_pixels: int = Field(default=210_000_000, ge=1, description="Largest photo accepted (pixels).")
     max_decode_mb: int = Field(

@@ -15,6 +15,7 @@ from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
 from image2mood.config import Settings
 from image2mood.models import factory
 from image2mood.models.clap import ClapEncoder
+from image2mood.models.precision import cpu_has_fast_bf16
 from image2mood.models.resolve import resolve_model
 
 INT8_CLAP_COSINE = 0.999  # CLAP window vectors, int8 Linear weights against fp32
@@ -55,3 +56,12 @@ def test_only_the_int8_setting_quantises_the_audio_tower(tiny_models: Path, prec
     assert (_int8_layers(encoder) > 0) is int8_audio
     text = encoder.encode_text(["rain at night"])  # the text tower is untouched by int8
     assert text.shape == (1, encoder.dim)
+
+
+@pytest.mark.parametrize("windows", [6, 0])
+def test_the_audio_tower_follows_the_precision_at_any_window_count(tiny_models: Path, windows: int) -> None:
+    """bf16 for the default six windows too, not only for --windows all (cosine 0.99998 to fp32 at full size)."""
+    auto = factory.clap_encoder(Settings(_env_file=None, models=tiny_models, windows_per_song=windows))
+    assert auto.bf16 == cpu_has_fast_bf16()
+    full = factory.clap_encoder(Settings(_env_file=None, models=tiny_models, windows_per_song=windows, precision="fp32"))
+    assert not full.bf16 and full.audio_dtype == torch.float32

@@ -35,9 +35,8 @@ def _load(kind: ModelKind, settings: Settings) -> Any:
     extra: dict[str, Any] = {"precision": settings.precision}
     if kind == "blip":
         extra.update(max_new_tokens=settings.caption_tokens, image_size=settings.caption_image_size)
-    if kind == "clap":  # stored vectors: the audio tower in bf16 only for every window (--windows all)
-        extra.update(precision=settings.precision if settings.windows_per_song == 0 else "fp32",
-                     text_precision=settings.precision)
+    if kind == "clap":  # both towers follow the setting (the audio tower's bf16: cosine 0.99998 to fp32)
+        extra.update(text_precision=settings.precision)
     key = (kind, spec, settings.device, *sorted(extra.items()))  # every argument the instance is built with
     with _lock:
         if key not in _loaded:
