@@ -114,6 +114,8 @@ class Settings(BaseSettings):
         "(up to 64, then 64 spread evenly).",
     )
     upsert_batch: int = Field(default=16, ge=1, description="Songs written to the store per batch.")
+    index_nice: int = Field(default=10, ge=0, le=19, description="How much `index` lowers its own CPU priority "
+                            "(nice), so that a `serve` on the same machine keeps answering promptly; 0: not at all.")
     exact_search_limit: int = Field(
         default=20_000, ge=0,  # why 20k: image2mood.store.base.EXACT_SEARCH_LIMIT
         description="Libraries up to this many songs compare every full vector; larger ones scan 4-bit codes, "

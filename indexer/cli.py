@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -64,6 +65,7 @@ def index(settings: Settings, paths: tuple[Path | str, ...], store: str | None, 
     if dry_run and not prune:
         raise click.UsageError("--dry-run goes with --prune: it lists what --prune would remove")
     settings = with_store(settings, store)
+    os.nice(settings.index_nice)  # a serve beside it keeps the CPU first (bench/beside.py)
     server = _music_server(settings, paths, dry_run)
     if windows is not None:
         settings = settings.model_copy(update={"windows_per_song": windows})
