@@ -1,16 +1,20 @@
 """Indexing speed: songs/min and peak RSS for 12 four-minute MP3s, counted from process start, against a
 one-window-at-a-time loop; full coverage (``--windows all``); and a rerun over 1,000 unchanged songs.
 
-Run by hand (never in CI): ``.venv/bin/python bench/index.py [--models DIR] [--music DIR]``.
+Run by hand (never in CI): ``.venv/bin/python bench/index.py [--models DIR] [--music DIR] [--baseline REV]``.
 
 CLAP is full-size HTSAT-tiny with random weights (bench/full_models.py). The songs are synthesised
 (chords, a beat and noise; 44.1 kHz stereo, 128 kbit/s MP3 via Debian's ffmpeg) once into ``--music``.
-Each run is a fresh process (``image2mood index`` for the project, this script's ``--baseline`` for the
+Each run is a fresh process (``image2mood index`` for the project, this script's ``--naive-loop`` for the
 naive loop: decode the same six windows, embed them one call each, no decoding ahead, no batching); its
 wall time includes the interpreter, the imports and the model load, and its peak RSS is the kernel's.
 The rerun: 1,000 paths (hard links to the 12 songs, so real sizes on no extra disk) in a store filled as
 ``index`` leaves it, then ``image2mood index`` again, from process start; beside it, the old way's cost of
 hashing every file. On a shared machine compare the ratios; the load average is printed.
+
+``--baseline REV`` times ``index`` (default windows and ``--windows all``) of the working tree against the
+same command of revision REV (a git worktree, bench/baseline.py), alternating candidate and baseline
+``--rounds`` times, and prints each side's best songs/min and the ratio.
 """
 
 from __future__ import annotations
@@ -61,12 +65,19 @@ def music(folder: Path, songs: int = SONGS) -> list[Path]:
 def run_measured(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     """Wall seconds from start to exit, peak RSS (GB) and the last output line of ``args``, run under a helper
     process of its own (:func:`measure`), so that RUSAGE_CHILDREN is this run's alone."""
+    wall, rss, _, last = run_measured_cpu(args, env)
+    return wall, rss, last
+
+
+def run_measured_cpu(args: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
+    """:func:`run_measured` with the run's CPU seconds (user + system) third: on a crowded machine the wall
+    time mostly measures the neighbours, the CPU time the run's own work."""
     helper = [sys.executable, __file__, "--measure", "--", *args]
     out = subprocess.run(helper, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
-    wall, rss, last = out.stdout.strip().split("\t", 2)
-    return float(wall), float(rss), last
+    wall, rss, cpu, last = out.stdout.strip().split("\t", 3)
+    return float(wall), float(rss), float(cpu), last
 
 
 def measure(args: list[str]) -> None:
@@ -77,11 +88,12 @@ def measure(args: list[str]) -> None:
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         sys.exit(proc.stderr)
-    rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 / 1024
-    print(f"{wall}\t{rss_gb}\t{(proc.stdout.strip().splitlines() or [''])[-1]}")
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rss_gb, cpu = usage.ru_maxrss / 1024 / 1024, usage.ru_utime + usage.ru_stime
+    print(f"{wall}\t{rss_gb}\t{cpu}\t{(proc.stdout.strip().splitlines() or [''])[-1]}")
 
 
-def baseline(folder: Path) -> None:
+def naive_loop(folder: Path) -> None:
     """The naive loop, in this process: decode six windows of each file, embed them one call each."""
     from image2mood.audio import decode_windows
     from image2mood.config import Settings
@@ -143,24 +155,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=Path(tempfile.gettempdir()) / "image2mood-full-models")
     parser.add_argument("--music", type=Path, default=Path(tempfile.gettempdir()) / "image2mood-bench-music")
-    parser.add_argument("--skip", default="", help="comma-separated parts to leave out: default,all,baseline,rerun")
+    parser.add_argument("--skip", default="", help="comma-separated parts to leave out: default,all,naive,rerun")
+    parser.add_argument("--baseline", metavar="REV", help="time index against git revision REV instead")
+    parser.add_argument("--rounds", type=int, default=2, help="with --baseline: candidate/baseline pairs per part")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     from full_models import full_size_set
 
     models = full_size_set(args.models)
     songs = music(args.music)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "IMAGE2MOOD_MODELS": str(models), "PYTHONPATH": str(ROOT)}
+    # Not niced (IMAGE2MOOD_INDEX_NICE): on a shared machine a niced run would time the neighbours' work.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "IMAGE2MOOD_MODELS": str(models), "PYTHONPATH": str(ROOT),
+           "IMAGE2MOOD_INDEX_NICE": "0"}
     work = Path(tempfile.mkdtemp(prefix="bench-index-"))
     skip = set(args.skip.split(","))
     print(f"load average before: {os.getloadavg()}; {os.cpu_count()} cores; {SONGS} songs of {SECONDS} s")
+    if args.baseline:
+        against_revision(args, env, work, skip)
+        print(f"load average after: {os.getloadavg()}")
+        return
 
     rows = []
     if "default" not in skip:
         wall, rss, last = run_measured([str(CLI), "index", str(args.music), "--store", str(work / "s1")], env)
         rows.append(("index (6 windows, decoded ahead, one batch a song)", wall, rss, last, TARGET_SONGS_MIN))
-    if "baseline" not in skip:
-        wall, rss, last = run_measured([sys.executable, __file__, "--baseline", str(args.music)], env)
+    if "naive" not in skip:
+        wall, rss, last = run_measured([sys.executable, __file__, "--naive-loop", str(args.music)], env)
         rows.append(("naive loop (6 windows, one window a call)", wall, rss, last, None))
     if "all" not in skip:
         wall, rss, last = run_measured([str(CLI), "index", str(args.music), "--store", str(work / "s2"),
@@ -169,7 +189,7 @@ def main() -> None:
     for name, wall, rss, last, target in rows:
         goal = f"   (target >= {target})" if target else ""
         print(f"  {name:<52} {wall:6.1f} s  {SONGS / wall * 60:6.1f} songs/min  peak RSS {rss:.2f} GB{goal}  [{last}]")
-    if len(rows) >= 2 and "default" not in skip and "baseline" not in skip:
+    if len(rows) >= 2 and "default" not in skip and "naive" not in skip:
         print(f"  speed-up over the naive loop: {rows[1][1] / rows[0][1]:.2f}x")
 
     if "rerun" not in skip:
@@ -184,10 +204,34 @@ def main() -> None:
     print(f"load average after: {os.getloadavg()}")
 
 
+def against_revision(args: argparse.Namespace, env: dict[str, str], work: Path, skip: set[str]) -> None:
+    """``index`` of this tree against ``args.baseline``'s, alternating, from process start: songs/min."""
+    from baseline import code_env, revision_tree, side_by_side
+
+    parts = [(name, extra) for name, extra in (("default", []), ("all", ["--windows", "all"])) if name not in skip]
+    with revision_tree(args.baseline) as tree:
+        rows = []
+        for name, extra in parts:
+            best = {side: [0.0, 0.0] for side in ("candidate", "baseline")}  # songs/min, songs per CPU minute
+            for round_ in range(args.rounds):
+                for side, code in (("candidate", ROOT), ("baseline", tree)):
+                    store = work / f"{name}-{side}-{round_}"
+                    wall, rss, cpu, last = run_measured_cpu(
+                        [str(CLI), "index", str(args.music), "--store", str(store), *extra], code_env(code, env))
+                    print(f"  {name:<8} {side:<9} {wall:6.1f} s  {SONGS / wall * 60:6.1f} songs/min  CPU {cpu:6.1f} s  "
+                          f"peak RSS {rss:.2f} GB  load {os.getloadavg()[0]:.1f}  [{last}]")
+                    best[side] = [max(best[side][0], SONGS / wall * 60), max(best[side][1], SONGS / cpu * 60)]
+            label = f"index {' '.join(extra) or '(6 windows)'}"
+            rows += [(f"{label}: songs/min, best", best["candidate"][0], best["baseline"][0]),
+                     (f"{label}: songs per CPU minute, best", best["candidate"][1], best["baseline"][1])]
+        print(f"\nindex against {args.baseline}:")
+        side_by_side(rows, "", higher_is_better=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--measure"]:
         measure(sys.argv[3:])
-    elif sys.argv[1:2] == ["--baseline"]:
-        baseline(Path(sys.argv[2]))
+    elif sys.argv[1:2] == ["--naive-loop"]:
+        naive_loop(Path(sys.argv[2]))
     else:
         main()

@@ -10,6 +10,10 @@ memo (one repeated photo is timed apart). Beside it, in the same run, the naive 
 called one after the other, BLIP at its own 384 px in fp32, then CLIP, the projection, CLAP's text tower
 and the search. Random BLIP never emits its end token, so every caption runs to the token limit: a worst
 case. The machine's load average is printed; on a shared machine compare the ratios, not the seconds.
+
+``--baseline REV`` runs this benchmark (without the naive path) on the working tree's code, then on git
+revision REV's (a worktree, bench/baseline.py), each in a fresh process, ``--rounds`` times alternating,
+and prints the two side by side with the ratio.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import io
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -29,7 +35,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from full_models import full_size_set
 from image2mood.config import Settings
 from image2mood.library import store_info
 from image2mood.models import factory
@@ -54,6 +59,16 @@ def photo(seed: int) -> bytes:
     out = io.BytesIO()
     Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=90)
     return out.getvalue()
+
+
+def full_models(folder: Path) -> Path:
+    """The full-size random set in ``folder``, written first if missing (imported only then: a baseline
+    revision's child runs may lack what bench/full_models.py imports)."""
+    if (folder / "full-size-random.json").is_file():
+        return folder
+    from full_models import full_size_set
+
+    return full_size_set(folder)
 
 
 def fill_store(settings: Settings, songs: int) -> None:
@@ -141,9 +156,15 @@ def main() -> None:
     parser.add_argument("--songs", type=int, default=1000)
     parser.add_argument("--models", type=Path, default=Path(tempfile.gettempdir()) / "image2mood-full-models")
     parser.add_argument("--faces", type=Path, default=None, help="the face models' folder (else CLIP stands in)")
+    parser.add_argument("--baseline", metavar="REV", help="time this tree's code against git revision REV's")
+    parser.add_argument("--rounds", type=int, default=1, help="with --baseline: candidate/baseline pairs")
+    parser.add_argument("--no-naive", action="store_true", help="leave out the naive path and the fidelity check")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
-    models = full_size_set(args.models)
+    if args.baseline:
+        return against_revision(args)
+    models = full_models(args.models)
     work = Path(tempfile.mkdtemp(prefix="bench-query-"))
     settings = Settings(_env_file=None, models=models, store=str(work / "store"),
                         **({"faces": args.faces} if args.faces else {}))
@@ -159,7 +180,8 @@ def main() -> None:
 
     def measure() -> None:
         post(client, photo(10_000), stream=False)  # warm: first-call allocations
-        lane.run(lambda: naive(settings, photo(10_001), store))
+        if not args.no_naive:
+            lane.run(lambda: naive(settings, photo(10_001), store))
 
         plain, first, streamed, naive_runs, breakdown = [], [], [], [], []
         for i in range(args.requests):  # interleaved, so that a busy moment hits both paths alike
@@ -169,8 +191,19 @@ def main() -> None:
             first_s, answer_s, _ = post(client, photo(2 * i + 1), stream=True)
             first.append(first_s)
             streamed.append(answer_s)
-            naive_runs.append(lane.run(lambda: naive(settings, photo(5000 + i), store)))
+            if not args.no_naive:
+                naive_runs.append(lane.run(lambda: naive(settings, photo(5000 + i), store)))
         repeat = [post(client, photo(0), stream=False)[0] for _ in range(3)]  # a photo the memo holds
+        if args.json:
+            args.json.write_text(json.dumps({"answer p50": pct(plain, 50), "answer p95": pct(plain, 95),
+                                             "first songs p50": pct(first, 50), "streamed answer p50": pct(streamed, 50),
+                                             "memo p50": statistics.median(repeat)}))
+        if args.no_naive:
+            print(f"answer p50 {pct(plain, 50):.3f} s p95 {pct(plain, 95):.3f} s, first songs p50 {pct(first, 50):.3f} s")
+            print("where the time goes (p50 ms):", {key: round(statistics.median(b[key] for b in breakdown if key in b), 1)
+                                                    for key in breakdown[0]})
+            store.close()
+            return
 
         naive_total = [run["total"] for run in naive_runs]
         print(f"\nPOST /api/recommend over {args.requests} requests of a 1920x1080 photo ({args.songs} songs):")
@@ -196,6 +229,31 @@ def main() -> None:
     requests = threading.Thread(target=measure, name="requests")
     requests.start()
     lane.serve(until=lambda: not requests.is_alive())
+    print(f"load average after: {os.getloadavg()}")
+
+
+def against_revision(args: argparse.Namespace) -> None:
+    """This benchmark on this tree's code and on ``args.baseline``'s, alternating, each in a fresh process."""
+    from baseline import ROOT, code_env, revision_tree, side_by_side
+
+    print(f"load average before: {os.getloadavg()}; {os.cpu_count()} cores")
+    figures: dict[str, list[dict[str, float]]] = {"candidate": [], "baseline": []}
+    out = Path(tempfile.mkdtemp(prefix="bench-query-rev-")) / "figures.json"
+    child = [sys.executable, __file__, "--requests", str(args.requests), "--songs", str(args.songs), "--models",
+             str(args.models), "--no-naive", "--json", str(out), *(["--faces", str(args.faces)] if args.faces else [])]
+    full_models(args.models)
+    with revision_tree(args.baseline) as tree:
+        for _ in range(args.rounds):
+            for side, code in (("candidate", ROOT), ("baseline", tree)):
+                run = subprocess.run(child, env=code_env(code), capture_output=True, text=True, check=False)
+                if run.returncode:
+                    raise SystemExit(f"the {side} run failed:\n{run.stderr[-3000:]}")
+                figures[side].append(json.loads(out.read_text()))
+                print(f"  {side:<9} {figures[side][-1]}  load {os.getloadavg()[0]:.1f}")
+    print(f"\nPOST /api/recommend against {args.baseline} (the median over rounds):")
+    side_by_side([(key, statistics.median(f[key] for f in figures["candidate"]),
+                   statistics.median(f[key] for f in figures["baseline"])) for key in figures["candidate"][0]],
+                 "s", higher_is_better=False)
     print(f"load average after: {os.getloadavg()}")
 
 
