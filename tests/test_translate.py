@@ -44,6 +44,8 @@ def test_translations_depend_on_the_text_and_come_one_per_text(translator: Trans
     out = translator.translate(texts, ENGLISH, KOREAN)
     assert len(out) == 3 and all(out) and out[0] == out[2] and out[0] != out[1]
     assert out[0] != texts[0]
+    korean, japanese = (translator.translate(["a red sky at night"], ENGLISH, code) for code in (KOREAN, "jpn_Jpan"))
+    assert korean != japanese  # the target's code, forced first, steers it
     assert translator.translate(texts[:1], ENGLISH, ENGLISH) == texts[:1]  # nothing to do
 
 

@@ -177,20 +177,22 @@ def _tiny_nllb_tokenizer() -> NllbTokenizer:
 def write_tiny_translator(folder: Path, seed: int = 0) -> None:
     """transformers M2M100 (NLLB-200's architecture, a few layers) with an NLLB tokenizer.
 
-    The language codes' and ``<mask>``'s embeddings (tied to the output layer) are scaled down, so the random
-    model writes words rather than codes (which decoding drops): its translations are non-empty gibberish."""
+    The output layer is untied from the embeddings (NLLB ties them) so that the language codes' and ``<mask>``'s
+    output rows alone are scaled down: the random model writes words rather than codes (which decoding drops),
+    and the target's code, forced first, still steers it: its translations are non-empty gibberish that differs
+    by text and by target language."""
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _tiny_nllb_tokenizer()
     config = M2M100Config(
         **TINY.models["translator"].architecture, vocab_size=len(tokenizer), scale_embedding=True, init_std=0.3,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(seed)
     model = M2M100ForConditionalGeneration(config)
     codes = tokenizer.convert_tokens_to_ids([*tokenizer.extra_special_tokens, "<mask>"])
     with torch.no_grad():
-        model.get_input_embeddings().weight[codes] *= 0.01
+        model.get_output_embeddings().weight[codes] *= 0.01
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     _mark(folder, "NLLB translator")
