@@ -215,6 +215,10 @@ def test_an_old_store_answers_without_highlights_and_says_how_to_get_them(
     env = cli_environment(tiny_models) | {"IMAGE2MOOD_WINDOWS_PER_SONG": "0"}
     refused = run_cli(["index", str(library), "--rewindow", "--store", settings.store], env, tmp_path)
     assert refused.returncode != 0 and "store migrate --to" in refused.stderr, refused.stderr
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(photo)
+    told = run_cli(["recommend", str(photo), "--top", "3", "--store", settings.store], env, tmp_path)
+    assert f"note:    {NO_WINDOWS_LAYOUT}" in told.stdout and "  best part " not in told.stdout, told.stdout + told.stderr
     # ... whose songs lack windows until `index --rewindow` embeds them again
     with _opened(new) as copied:
         answer = copied.for_text("rain at night", Options(top=3))
@@ -228,6 +232,8 @@ def test_an_old_store_answers_without_highlights_and_says_how_to_get_them(
         answer = rewindowed.for_text("rain at night", Options(top=3))
         every_song_has_a_highlight_inside(answer.songs)
         assert "highlights_note" not in recommendation_json(answer)
+    shown = run_cli(["recommend", str(photo), "--top", "3", "--store", new.store], env, tmp_path).stdout
+    assert shown.count("  best part ") == 3 and "  best part 0:00-0:10" in shown, shown  # passage: all 10 s
 
 
 class _opened:
