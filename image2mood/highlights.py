@@ -39,6 +39,12 @@ class Highlight:
             return None
 
 
+def clock(seconds: float) -> str:
+    """A highlight's edge as people read it, ``m:ss``, rounded half up as the page shows it."""
+    minutes, rest = divmod(int(seconds + 0.5), 60)
+    return f"{minutes}:{rest:02d}"
+
+
 def best_part(windows: np.ndarray, starts: Sequence[float], window_seconds: float, duration: float,
               query: np.ndarray, seconds: float) -> Highlight:
     """The ``seconds``-long clip of a song whose windows (vectors ``windows``, starting at ``starts``, each

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from image2mood.answers import audio_url
 from image2mood.errors import Image2MoodError
+from image2mood.highlights import clock
 from image2mood.store.base import Song
 
 XSPF_NS = "http://xspf.org/ns/0/"
@@ -93,7 +94,7 @@ def xspf(tracks: Sequence[Entry], title: str | None = None, creator: str = CREAT
         if entry.artist:
             _child(track, "creator", entry.artist)
         if entry.highlight:  # in XSPF's order: annotation after creator, extension last
-            _child(track, "annotation", f"Best part {_clock(entry.highlight[0])}–{_clock(entry.highlight[1])}")
+            _child(track, "annotation", f"Best part {clock(entry.highlight[0])}–{clock(entry.highlight[1])}")
         if entry.duration > 0:
             _child(track, "duration", str(round(entry.duration * 1000)))
         if entry.highlight:
@@ -117,12 +118,6 @@ def write(path: Path, tracks: Sequence[Entry], title: str | None = None) -> None
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise PlaylistError(f"cannot write the playlist {path}: {exc.strerror or exc}") from None
-
-
-def _clock(seconds: float) -> str:
-    """``m:ss``, rounded half up as the page shows it."""
-    minutes, rest = divmod(int(seconds + 0.5), 60)
-    return f"{minutes}:{rest:02d}"
 
 
 def _label(track: Entry) -> str:

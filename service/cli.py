@@ -72,16 +72,12 @@ def serve(settings: Settings, host: str, port: int, threads: int, store: str | N
     lane.serve(until=lambda: not http.is_alive())
 
 
-def _clock(seconds: float) -> str:
-    """``m:ss``, rounded half up as the page shows it."""
-    minutes, rest = divmod(int(seconds + 0.5), 60)
-    return f"{minutes}:{rest:02d}"
-
-
 def _print(body: dict, as_json: bool, language: str = "en") -> None:
     if as_json:
         click.echo(json_line(body, indent=2))
         return
+    from image2mood.highlights import clock
+
     if body.get("caption") is not None:
         from image2mood.captions import shown_caption
 
@@ -101,7 +97,7 @@ def _print(body: dict, as_json: bool, language: str = "en") -> None:
     for rank, song in enumerate(body["songs"], 1):
         moods = ", ".join(m["en"] for m in song["moods"])
         best = song.get("highlight")
-        part = f"  best part {_clock(best['start'])}-{_clock(best['end'])}" if best else ""
+        part = f"  best part {clock(best['start'])}-{clock(best['end'])}" if best else ""
         click.echo(printable(f"{rank:3}. {song['score']:+.3f}  {song['artist'] or '?'} - {song['title']}  [{moods}]{part}"))
     if body.get("highlights_note"):
         click.echo(f"note:    {body['highlights_note']}")
