@@ -112,15 +112,15 @@ class Recommender:
 
     def for_photo(self, image: Image.Image, options: Options = Options(),
                   on_songs: Callable[[Recommendation], None] | None = None, client: str = "") -> Recommendation:
-        """Songs for an RGB photo: CLIP, the faces, BLIP's caption and its CLAP vector one after another on
-        the model lane (:mod:`image2mood.models.lane`: side by side they slow each other), then fuse and
-        search.
+        """Songs for an RGB photo: CLIP, the faces, BLIP's caption and its CLAP vector on the model lane
+        (:mod:`image2mood.models.lane`: side by side they slow each other; CLIP, the caption and its CLAP vector
+        batched with other photos' that arrive at the same moment), then fuse and search.
 
         With a projection head, ``on_songs`` gets the image route's answer (no caption yet) before BLIP
         starts: the first songs. A photo seen recently skips the models, its caption's CLAP vector
         included (:mod:`photo_memo`), when the same ``client`` (the service: its address) sent it.
         """
-        return self.lane.run(lambda: self._for_photo(image, options, on_songs, client))
+        return self._for_photo(image, options, on_songs, client)
 
     def _for_photo(self, image: Image.Image, options: Options,
                    on_songs: Callable[[Recommendation], None] | None, client: str) -> Recommendation:
@@ -128,20 +128,23 @@ class Recommender:
         key = photo_key(image, client)
         head, face_models = self.projection, self.face_models
         clip_vector = _timed(timings, "clip", lambda: self.memo.get(
-            key, "clip", lambda: factory.image_encoder(self.settings).encode_images([image])[0]))
-        image_route = None if head is None else _timed(timings, "projection", lambda: project(head, clip_vector))
+            key, "clip", lambda: self.lane.batch("clip", image, factory.image_encoder(self.settings).encode_images)))
+        image_route = None if head is None else _timed(timings, "projection", lambda: self.lane.run(
+            lambda: project(head, clip_vector)))
         if face_models is None:
             faces = self._clip_face(clip_vector, timings)
         else:
-            faces = _timed(timings, "faces", lambda: self.memo.get(key, "faces", lambda: face_models.read(image)))
+            faces = _timed(timings, "faces", lambda: self.memo.get(
+                key, "faces", lambda: self.lane.run(lambda: face_models.read(image))))
         if on_songs is not None and image_route is not None:
             on_songs(self._image_answer(image_route, faces, image.size, options, timings))
         captioner = factory.captioner(self.settings)
-        caption = _timed(timings, "caption", lambda: self.memo.get(key, "caption", lambda: captioner.caption([image])[0]))
+        caption = _timed(timings, "caption", lambda: self.memo.get(
+            key, "caption", lambda: self.lane.batch("caption", image, captioner.caption)))
         english = caption if captioner.language == ENGLISH else _timed(timings, "caption_to_english", lambda: self.memo.get(
             key, "caption_en", lambda: self._to_english(caption, captioner.language)))
         text_route = _timed(timings, "clap_text", lambda: self.memo.get(
-            key, "clap_text", lambda: self.clap.encode_text([english])[0]))
+            key, "clap_text", lambda: self.lane.batch("clap_text", english, self.clap.encode_text)))
 
         alpha = self.settings.alpha if options.alpha is None else options.alpha
         query, route, alpha, note = fuse(text_route, image_route, alpha)
@@ -160,7 +163,7 @@ class Recommender:
 
     def _to_english(self, caption: str, language: str) -> str:
         """A caption of a captioner that does not write English, in English: CLAP's text tower reads no other."""
-        return factory.translator(self.settings).translate([caption], language, ENGLISH)[0]
+        return self.lane.run(lambda: factory.translator(self.settings).translate([caption], language, ENGLISH)[0])
 
     def add_captions(self, rec: Recommendation, languages: Iterable[str]) -> Recommendation:
         """``rec`` with its caption in each page language of ``languages`` too, translated from the English one on
@@ -211,7 +214,7 @@ class Recommender:
 
     def _clip_face(self, clip_vector: np.ndarray, timings: dict[str, float]) -> list[Face]:
         """The fallback without face models: CLIP's zero-shot reading of the whole photo, as a box-less face."""
-        reading = _timed(timings, "face", lambda: self.faces.read(clip_vector))
+        reading = _timed(timings, "face", lambda: self.lane.run(lambda: self.faces.read(clip_vector)))
         return [] if reading is None else [Face.from_reading(reading)]
 
     def for_text(self, text: str, options: Options = Options()) -> Recommendation:

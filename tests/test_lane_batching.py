@@ -1,0 +1,132 @@
+"""Dynamic batching on the model lane: calls of one model that arrive together run as one batch, each caller
+gets its own item's answer, and photos answered side by side equal the same photos answered one at a time."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from image2mood.config import Settings
+from image2mood.models.lane import ModelLane
+from image2mood.recommend import Recommender
+from media_images import write_photo
+
+
+class _Served:
+    """A lane served by a thread of its own for the test's duration."""
+
+    def __init__(self) -> None:
+        self.lane, self._stop = ModelLane(), threading.Event()
+        self._thread = threading.Thread(target=self.lane.serve, args=(self._stop.is_set,))
+
+    def __enter__(self) -> ModelLane:
+        self._thread.start()
+        while self.lane._owner is None:
+            pass
+        return self.lane
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_calls_arriving_together_run_as_one_batch_each_getting_its_answer() -> None:
+    batches: list[list[int]] = []
+    gate = threading.Event()
+
+    def square(items: list[int]) -> list[int]:
+        batches.append(list(items))
+        return [i * i for i in items]
+
+    with _Served() as lane:
+        blocker = threading.Thread(target=lane.run, args=(gate.wait,))  # holds the lane while the calls queue
+        blocker.start()
+        with ThreadPoolExecutor(6) as callers:
+            answers = [callers.submit(lane.batch, "square", n, square) for n in range(6)]
+            while lane._jobs.qsize() < 6:
+                pass
+            gate.set()
+            assert [a.result() for a in answers] == [n * n for n in range(6)]
+        blocker.join()
+        assert sorted(batches[0]) == list(range(6))  # one batch of all six
+        assert lane.batch("square", 7, square) == 49 and batches[-1] == [7]  # alone: a batch of one
+        with pytest.raises(ZeroDivisionError):
+            lane.batch("div", 0, lambda items: [1 / i for i in items])  # raised in the caller's thread
+        assert lane.run(lambda: lane.batch("square", 3, square)) == 9  # nested on the lane: inline
+
+
+def test_other_work_queued_during_a_batch_still_runs_in_order() -> None:
+    order: list[str] = []
+    gate = threading.Event()
+    with _Served() as lane:
+        blocker = threading.Thread(target=lane.run, args=(gate.wait,))
+        blocker.start()
+        with ThreadPoolExecutor(3) as callers:
+            first = callers.submit(lane.batch, "a", 1, lambda items: [order.append(f"a{len(items)}")] * len(items))
+            while lane._jobs.qsize() < 1:
+                pass
+            other = callers.submit(lane.run, lambda: order.append("run"))
+            while lane._jobs.qsize() < 2:
+                pass
+            second = callers.submit(lane.batch, "a", 2, lambda items: [order.append(f"a{len(items)}")] * len(items))
+            while lane._jobs.qsize() < 3:
+                pass
+            gate.set()
+            first.result(), other.result(), second.result()
+        blocker.join()
+    assert order == ["a2", "run"]  # the two "a" calls together, the plain call after them
+
+
+def _library(settings: Settings) -> None:
+    """30 random songs in the settings' store, so that answers have songs to rank."""
+    import uuid
+
+    from image2mood.library import store_info
+    from image2mood.models import factory
+    from image2mood.store import open_store
+    from image2mood.store.base import Song
+
+    encoder = factory.clap_encoder(settings)
+    vectors = np.random.default_rng(3).standard_normal((30, encoder.dim)).astype(np.float32)
+    with open_store(settings.store, info=store_info(encoder, settings)) as store:
+        store.upsert([Song(id=str(uuid.UUID(int=i + 1)), path=f"/m/{i}.mp3", content_hash=str(i), title=f"s{i}",
+                           duration=200.0, vector=v / np.linalg.norm(v)) for i, v in enumerate(vectors)])
+
+
+def test_photos_answered_side_by_side_equal_the_same_photos_one_at_a_time(tmp_path: Path, settings: Settings,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from image2mood.models import factory
+
+    _library(settings)
+    photos = [Image.open(write_photo(tmp_path / f"p{i}.jpg", color=(200, 40 + 50 * i, 90 - 20 * i))).convert("RGB")
+              for i in range(4)]
+    alone = Recommender.open(settings)
+    singles = [alone.for_photo(photo) for photo in photos]
+    alone.store.close()
+    captioner, sizes = factory.captioner(settings), []
+    real_caption = captioner.caption
+    monkeypatch.setattr(captioner, "caption", lambda images: sizes.append(len(images)) or real_caption(images))
+    with _Served() as lane:
+        together_recommender = Recommender.open(settings, lane)
+        gate = threading.Event()
+        blocker = threading.Thread(target=lane.run, args=(gate.wait,))  # the photos arrive while the lane is busy
+        blocker.start()
+        with ThreadPoolExecutor(4) as clients:
+            answers = [clients.submit(together_recommender.for_photo, photo) for photo in photos]
+            while lane._jobs.qsize() < 4:
+                pass
+            gate.set()
+            together = [a.result() for a in answers]
+        blocker.join()
+        together_recommender.store.close()
+    assert max(sizes) > 1  # captions really ran batched
+    for one, both in zip(singles, together, strict=True):
+        assert one.caption == both.caption
+        assert np.allclose(one.vector, both.vector, atol=1e-3)
+        assert [s.song.id for s in one.songs] == [s.song.id for s in both.songs] and one.songs
