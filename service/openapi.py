@@ -42,9 +42,10 @@ def _photo_results() -> dict[str, Any]:
     """A photo's answer: one JSON body, or with ``stream=1`` JSON lines each holding an ``event`` and an answer."""
     answer = _json("PhotoResults", "Ranked songs.")
     answer["content"]["application/x-ndjson"] = {"schema": {
-        "type": "object", "required": ["event"], "properties": {"event": {"enum": ["songs", "answer", "error"]}},
+        "type": "object", "required": ["event"], "properties": {"event": {"enum": ["songs", "answer", "captions", "error"]}},
         "description": "One line each: `songs` holds Results (the image route, no caption yet), `answer` "
-                       "PhotoResults, `error` an Error's fields."}}
+                       "PhotoResults, `captions` (after the answer, when a caption language asked for had to be "
+                       "translated) `result_id` and `captions`, `error` an Error's fields."}}
     return answer
 
 
@@ -95,7 +96,12 @@ def openapi_document() -> dict[str, Any]:
         "moods": {"type": "array", "items": _ref("Mood")},
         "songs": {"type": "array", "items": _ref("RankedSong")}}}
     photo = {"allOf": [_ref("Results"), {"type": "object", "required": ["caption"], "properties": {
-        "caption": {"type": "string"}, "alpha": {"type": "number"},
+        "caption": {"type": "string", "description": "The caption as the captioner wrote it."},
+        "captions": {"type": "object", "additionalProperties": {"type": "string"},
+                     "description": "The caption per page language (en, ko): English always, and each language "
+                                    "asked for with `lang`."},
+        "caption_note": {"type": "string", "description": "Why a caption language asked for is missing."},
+        "alpha": {"type": "number"},
         "note": {"type": ["string", "null"], "description": "Why a route was not used, if one was not."},
         "faces": {"type": "array", "description": "The photo's faces, the most confident first.", "items": {
             "type": "object", "required": ["box", "score", "expression", "en", "ko", "mood", "probabilities"],

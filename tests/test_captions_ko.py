@@ -123,6 +123,11 @@ def test_lang_asks_for_the_korean_caption_and_an_unknown_one_is_a_400(client: Fl
     refused = post(client, library, lang="fr")
     assert refused.status_code == 400
     assert refused.get_json()["error"]["message"].startswith("'lang': value error, fr is not a caption language")
+    doc = client.get("/api/openapi.json").get_json()
+    form = doc["paths"]["/api/recommend"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert "IMAGE2MOOD_CAPTION_LANGUAGES" in form["properties"]["lang"]["description"]
+    documented = doc["components"]["schemas"]["PhotoResults"]["allOf"][1]["properties"]
+    assert {"captions", "caption_note"} <= set(documented)
 
 
 def test_the_stream_sends_the_songs_before_the_translation(client: FlaskClient, library: Settings) -> None:

@@ -81,6 +81,11 @@ class Translator:
                 self._cache.popitem(last=False)
         return found
 
+    def clear_cache(self) -> None:
+        """Forget every remembered translation."""
+        with self._lock:
+            self._cache.clear()
+
     @torch.inference_mode()
     def _generate(self, texts: list[str], src: str, tgt: str) -> list[str]:
         forced = self.language_id(tgt)
