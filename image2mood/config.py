@@ -124,6 +124,9 @@ class Settings(BaseSettings):
 
     alpha: float = Field(default=0.5, ge=0, le=1, description="Weight of the image route in the fused query.")
     top: int = Field(default=10, ge=1, le=100, description="Songs returned per query.")
+    highlight_seconds: float = Field(
+        default=15.0, ge=1, le=600, description="Length of each answered song's highlight: the part of the song "
+        "closest to the query, where the page's players start (a song shorter than this: all of it).")
     caption_tokens: int = Field(default=DEFAULT_SET.caption_tokens, ge=4, le=60,
                                 description="Most tokens in a BLIP caption (default: the model set's).")
     caption_image_size: int = Field(
@@ -147,9 +150,6 @@ class Settings(BaseSettings):
         description="Folder of saved tuning reports (`image2mood tune run --out DIR/NAME`), listed by `serve` "
         "at /tune; unset, the page is off.",
     )
-    highlight_seconds: float = Field(
-        default=15.0, ge=1, le=600, description="Length of each answered song's highlight: the part of the song "
-        "closest to the query, where the page's players start (a song shorter than this: all of it).")
     results: Path = Field(
         default_factory=lambda: data_home() / "results",
         description="Folder of kept answers (caption, moods, query vector, song ids; a photo's thumbnail only "

@@ -16,7 +16,6 @@ if TYPE_CHECKING:  # the answer's types import torch; `serve --help` should not
 
     from image2mood.ranking import RankedSong
 
-
 MULTIPART_OVERHEAD = 64 * 1024
 """Bytes a photo's upload may add to it: boundaries, part headers and the option fields."""
 PROXY_HEADERS = "x-forwarded-for x-forwarded-host x-forwarded-proto x-forwarded-port"
@@ -194,8 +193,6 @@ def _write_video(settings: Settings, image: Image.Image, said: list[dict[str, An
     video.render(image, path, clip, out, fmt=fmt, zoom=zoom, name=video.song_name(song))
     click.echo(f"video of song {rank} ({clip.start:.1f}–{clip.start + clip.duration:.1f} s) written to {out}",
                err=True)
-
-
 
 
 def _check_playlist(path: Path | None, base_url: str | None) -> None:

@@ -259,9 +259,6 @@ function songCard(song) {
     videoHere() ? h('p', {class: 'video-status', 'aria-live': 'polite'}) : null);
 }
 
-// "Make a video" (video.js) needs a kept photo answer and the photo it was for, still held by this page.
-const videoHere = () => Boolean(state.view && state.view.kind === 'photo' && state.view.data.result_id && state.photoFile);
-
 // The highlight on a bar as long as the song (an SVG: no inline style, which the page's CSP forbids), and in
 // words for everyone: "Best part 0:30–0:45".
 function highlightMark(song) {
@@ -274,6 +271,9 @@ function highlightMark(song) {
         width: Math.max(4, Math.round(((end - start) / total) * 1000))})),
     h('p', {class: 'highlight-text', i18n: 'bestPart', vars: {from: duration(start), to: duration(end)}}));
 }
+
+// "Make a video" (video.js) needs a kept photo answer and the photo it was for, still held by this page.
+const videoHere = () => Boolean(state.view && state.view.kind === 'photo' && state.view.data.result_id && state.photoFile);
 
 export function goBack() {
   const previous = state.history.pop();
