@@ -121,6 +121,6 @@ def embed(prepared: PreparedSong, encoder: ClapEncoder, pooling: Pooling = "mean
         id=facts.id, path=stored_path(facts.path), content_hash=facts.content_hash, title=tags.title,
         artist=tags.artist, album=tags.album, genre=tags.genre,
         duration=round(audio.duration, 3), size=facts.size, mtime_ns=facts.mtime_ns,
-        window_starts=audio.starts, window_seconds=round(len(audio.windows[0]) / encoder.sample_rate, 3),
+        window_starts=audio.starts, window_seconds=len(audio.windows[0]) / encoder.sample_rate,
         vector=pool(windows, pooling), windows=windows,
     )
