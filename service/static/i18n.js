@@ -10,7 +10,8 @@ export function t(key, lang = state.lang) {
   return (I18N[lang] && I18N[lang][key]) ?? I18N.en[key] ?? key;
 }
 
-// A template with {name} placeholders as nodes; a var given as {code: '...'} becomes <code>.
+// A template with {name} placeholders as nodes; a var given as {code: '...'} becomes <code>, one given as
+// {en: '...', ko: '...'} is the page's language's (English where it has none).
 export function format(template, vars = {}) {
   const fragment = document.createDocumentFragment();
   template.split(/(\{\w+\})/).forEach((part) => {
@@ -24,6 +25,8 @@ export function format(template, vars = {}) {
       const code = document.createElement('code');
       code.textContent = value.code;
       fragment.append(code);
+    } else if (value && typeof value === 'object') {
+      fragment.append(String(value[state.lang] || value.en || ''));
     } else {
       fragment.append(String(value));
     }

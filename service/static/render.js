@@ -109,7 +109,8 @@ export function show(view, {focus = false} = {}) {
   if (hasPhoto) {
     if (els.photo.getAttribute('src') !== view.photoUrl) els.photo.src = view.photoUrl;
     els.photo.dataset.i18nAlt = 'photoAlt';
-    els.photo.dataset.i18nVars = JSON.stringify({caption: data.caption || ''});
+    // The alt text names the caption in the page's language, as the caption under the photo does.
+    els.photo.dataset.i18nVars = JSON.stringify({caption: data.captions || {en: data.caption || ''}});
   }
   els.backBtn.hidden = state.history.length === 0;
   els.kind.dataset.i18n = {photo: 'kindPhoto', search: 'kindSearch', similar: 'kindSimilar'}[kind];
