@@ -141,7 +141,7 @@ def test_first_line_of_an_exception() -> None:
 
 def _unprocessed(clap: ClapEncoder, windows: list[np.ndarray]) -> np.ndarray:
     """Window vectors straight from the log-mel of ``windows``, with no preprocessing."""
-    features = clap.log_mel(windows)
+    features = clap.log_mel(windows).to(clap.audio_dtype)  # bf16 where the audio tower runs in bf16
     out = clap.model.get_audio_features(input_features=features, is_longer=torch.zeros((len(windows), 1), dtype=torch.bool))
     return l2_normalise(out.pooler_output.detach().float().numpy())
 

@@ -71,6 +71,7 @@ class GatedCaptioner:
 
     def __init__(self, real: Captioner, timeout: float = 60) -> None:
         self.real, self.timeout, self.gate, self.calls = real, timeout, threading.Event(), 0
+        self.language = real.language
 
     def caption(self, images: list[Image.Image]) -> list[str]:
         self.calls += 1

@@ -324,7 +324,9 @@ def test_no_control_character_makes_a_new_m3u8_line(app: Flask) -> None:
     web = app.test_client()
     answer = web.get("/api/search?q=rain&top=4").get_json()
     served = web.get(f"/api/results/{answer['result_id']}/playlist.m3u8").get_data(as_text=True)
-    assert len(served.splitlines()) == 2 + 2 * 4 and "\x85" not in served and "\u2028" not in served
+    served_lines = served.splitlines()  # a served song is three lines: #EXTINF, its highlight's start, its URL
+    assert len(served_lines) == 2 + 3 * 4 and "\x85" not in served and "\u2028" not in served, served_lines
+    assert [line.split(":", 1)[0] for line in served_lines[2:5]] == ["#EXTINF", "#EXTVLCOPT", "https"]
 
 
 # ---------------------------------------------------------------- informational

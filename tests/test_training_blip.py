@@ -4,6 +4,7 @@ resuming from the saved step, and a Korean caption column with its tokenizer cov
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pyarrow as pa
@@ -50,7 +51,10 @@ def test_blip_overfits_eight_pairs(ten_pairs: Path, tiny_models: Path, tmp_path:
     last_epoch = [r["train_loss"] for r in steps if r["epoch"] == 15]
     assert sum(last_epoch) / len(last_epoch) <= 0.5 * steps[0]["train_loss"], steps
     epochs = [r for r in log.records() if "valid_loss" in r]
-    assert [r["epoch"] for r in epochs] == list(range(1, 16)) and epochs[-1]["valid_loss"] < epochs[0]["valid_loss"]
+    # Overfitting eight pairs may well raise the loss on the two held-out ones, so the check is that each epoch
+    # measured the model as it then was (finite, and moving with it), not that it fell.
+    assert [r["epoch"] for r in epochs] == list(range(1, 16))
+    assert all(math.isfinite(r["valid_loss"]) for r in epochs) and len({r["valid_loss"] for r in epochs}) > 1
     assert epochs[-1]["samples"][0]["caption"] == valid[0].caption and epochs[-1]["samples"][0]["generated"]
     elsewhere = BlipTrainer(model, processor, dataset, train, valid, tmp_path / "elsewhere", trainer.config,
                             torch.device("cpu"), log, progress=False)

@@ -354,7 +354,19 @@ def test_camera_button_takes_and_sends_a_photo(page) -> None:
 def test_songs_show_before_the_caption_then_the_caption_and_refined_order(page, photo: Path) -> None:
     driver = page
     # Record, at each change of the song list, whether the caption was written yet and which songs were shown.
+    # The streamed answer reaches the page one line at a time, 100 ms apart: on a busy machine the caption can be
+    # ready before the first read, and the page would draw both events in one task (one observer call).
     driver.execute_script("""
+        const realFetch = window.fetch;
+        window.fetch = async (url, init) => {
+            const response = await realFetch(url, init);
+            if (!String(url).includes('stream=1') || !response.ok) return response;
+            const lines = (await response.text()).split(/(?<=\\n)/), bytes = new TextEncoder();
+            return new Response(new ReadableStream({async pull(out) {
+                await new Promise((done) => setTimeout(done, 100));
+                if (lines.length) out.enqueue(bytes.encode(lines.shift())); else out.close();
+            }}), {status: response.status, headers: response.headers});
+        };
         window.seen = [];
         new MutationObserver(() => window.seen.push({
             caption: document.getElementById('caption').textContent,
