@@ -14,10 +14,11 @@ from PIL import Image
 from conftest import run_cli
 from image2mood.config import Settings
 from image2mood.errors import ModelLoadError, ModelNotFoundError, first_line
+from image2mood.models.blip import Captioner, greedy
 from image2mood.models.clap import ClapEncoder, laion_quantise
 from image2mood.models.factory import captioner, clap_encoder, image_encoder
 from image2mood.models.loading import MIN_TOKENIZER_ENTRIES, check_tokenizer_size
-from image2mood.models.resolve import resolve_model
+from image2mood.models.resolve import ResolvedModel, resolve_model
 from image2mood.vectors import l2_normalise
 
 
@@ -192,3 +193,46 @@ def test_models_check_shows_the_projection_head(tmp_path: Path, tiny_models: Pat
     assert unusable.returncode == 1 and "head  unusable" in unusable.stdout and "head.pt" in unusable.stdout
     off = run_cli(["models", "check"], {**cli_env, "IMAGE2MOOD_PROJECTION": "none"}, tmp_path)
     assert off.returncode == 0 and "caption alone" in off.stdout
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32"])
+def test_greedy_loop_gives_generates_tokens_one_photo_and_a_batch(tiny_models: Path, precision: str) -> None:
+    folder = tiny_models / "blip"
+    blip = Captioner(ResolvedModel("blip", str(folder), folder), max_new_tokens=12, precision=precision)
+    photos = [Image.new("RGB", (320, 200), (200, 120, 40)), Image.new("RGB", (64, 90), (10, 200, 90)),
+              Image.fromarray(np.random.default_rng(3).integers(0, 255, (120, 160, 3), dtype=np.uint8))]
+    with torch.inference_mode():
+        pixels = blip.pixels(photos)
+        want = blip.model.generate(pixel_values=pixels, max_new_tokens=12, do_sample=False, num_beams=1,
+                                   interpolate_pos_encoding=blip.interpolate)
+        features = blip.model.vision_model(pixel_values=pixels, interpolate_pos_encoding=blip.interpolate)[0]
+        assert torch.equal(greedy(blip.model.text_decoder, features, 12), want)
+    assert blip.caption(photos) == [blip.caption([photo])[0] for photo in photos]
+
+    # The tiny decoder hardly looks at the photo: far-apart features and a boosted [SEP] make rows that end
+    # at different steps (their tails padded) or not at all.
+    decoder, config = blip.model.text_decoder, blip.model.config.text_config
+    scale = torch.tensor([1.0, 30.0, 300.0])[:, None, None]
+    features = torch.randn(3, 50, blip.model.config.vision_config.hidden_size,
+                           generator=torch.Generator().manual_seed(0)) * scale
+    for boost in (0.0, 0.2, 0.1):  # cumulative: [SEP] +0, +0.2, +0.3
+        _boost_output_bias(decoder.cls.predictions.decoder, config.sep_token_id, boost)
+        for rows in (features[:1], features[2:], features):
+            with torch.inference_mode():
+                want = decoder.generate(input_ids=torch.full((len(rows), 1), config.bos_token_id), max_new_tokens=12,
+                                        eos_token_id=config.sep_token_id, pad_token_id=config.pad_token_id,
+                                        encoder_hidden_states=rows, do_sample=False, num_beams=1)
+                got = greedy(decoder, rows, 12)
+            assert torch.equal(got, want), (boost, got, want)
+    padded = {int((row == config.pad_token_id).sum()) for row in got}
+    assert (got == config.sep_token_id).sum() == 3 and len(padded) == 2
+
+def _boost_output_bias(head: torch.nn.Module, token: int, boost: float) -> None:
+    """Add ``boost`` to one token's output bias, in a float or a dynamically quantised Linear layer."""
+    with torch.no_grad():
+        if isinstance(head, torch.nn.Linear):
+            head.bias[token] += boost
+        else:
+            bias = head.bias().clone()
+            bias[token] += boost
+            head.set_weight_bias(head.weight(), bias)
