@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
+from image2mood.models.clap_attention import use_sdpa
 from image2mood.models.clap_facts import AUDIO_PREPROCESSING
 from image2mood.models.fingerprint import model_fingerprint
 from image2mood.models.loading import checked_tokenizer, load_or_explain
@@ -70,6 +71,7 @@ class ClapEncoder:
         if self.int8_audio:
             self.model.audio_model = int8_linears(self.model.audio_model)
             self.model.audio_projection = int8_linears(self.model.audio_projection)
+        use_sdpa(self.model.audio_model)  # after the dtype change: its bias is gathered in the tower's dtype
         self._text_bf16 = uses_bf16(text_precision, self.device)  # applied at the first encode_text
         self._text_lock = threading.Lock()
 
@@ -107,13 +109,16 @@ class ClapEncoder:
         spectrum = torch.stft(torch.from_numpy(window), self.features.fft_window_size,
                               hop_length=self.features.hop_length, window=self._window, center=True,
                               pad_mode="reflect", return_complex=True)
-        return torch.clamp(self._mel_filters @ spectrum.abs().pow(2), min=1e-10)
+        power = spectrum.real.square() + spectrum.imag.square()  # 2.7x faster than .abs().pow(2)
+        return torch.clamp(self._mel_filters @ power, min=1e-10)
 
     @torch.inference_mode()
     def encode_windows(self, windows: Sequence[np.ndarray]) -> np.ndarray:
         """One L2-normalised vector per window (at most one CLAP window long each), in one batch.
 
-        Each window goes through :func:`laion_quantise` first, as LAION-CLAP's own embedding calls do.
+        Each window goes through :func:`laion_quantise` first, as LAION-CLAP's own embedding calls do. The
+        tower's window attention runs through torch's SDPA (:mod:`image2mood.models.clap_attention`): the
+        same vectors, 1.16× faster in bf16 and 1.5× in fp32 (bench/clap_tower.py).
         """
         features = self.log_mel([laion_quantise(w) for w in windows]).to(self.device, self.audio_dtype)
         is_longer = torch.zeros((len(windows), 1), dtype=torch.bool, device=self.device)
