@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from conftest import run_cli
 from media_captions import write_captioned_images, write_table
 
-PARAMETER_TOLERANCE = 1e-6  # max |Δ| of any weight after 3 AdamW steps at lr 1e-3 (measured 8e-8: float sums in another order)
+PARAMETER_TOLERANCE = 1e-5  # max |Δ| of any weight after 3 AdamW steps at lr 1e-3 (measured 8e-8 and, in CI, 2e-6: float
+# sums in another order, which Adam scales up where a gradient is near zero; the weights move 3e-3)
 
 
 @pytest.fixture(scope="module")
