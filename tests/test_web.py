@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -364,7 +365,8 @@ def test_songs_show_before_the_caption_then_the_caption_and_refined_order(page, 
             const lines = (await response.text()).split(/(?<=\\n)/), bytes = new TextEncoder();
             return new Response(new ReadableStream({async pull(out) {
                 await new Promise((done) => setTimeout(done, 100));
-                if (lines.length) out.enqueue(bytes.encode(lines.shift())); else out.close();
+                if (lines.length) out.enqueue(bytes.encode(lines.shift()));
+                else { out.close(); window.streamClosed = true; }
             }}), {status: response.status, headers: response.headers});
         };
         window.seen = [];
@@ -375,8 +377,10 @@ def test_songs_show_before_the_caption_then_the_caption_and_refined_order(page, 
     """)
     upload(driver, photo)
     caption = wait_for_results(driver)
+    wait(driver).until(lambda d: d.execute_script("return window.streamClosed"))  # the page's last render follows
+    time.sleep(0.5)
     seen = [s for s in driver.execute_script("return window.seen") if s["songs"]]
     assert seen[0]["caption"] == "" and seen[0]["songs"], seen  # the image route's songs, before any caption
     assert seen[-1]["caption"] == caption and caption  # then the caption, with the refined order
-    shown = [card.get_attribute("data-id") for card in by_css(driver, "#songs .song")]
+    shown = driver.execute_script("return [...document.querySelectorAll('#songs .song')].map((li) => li.dataset.id)")
     assert seen[-1]["songs"] == shown
