@@ -1,4 +1,4 @@
-"""CLAP's audio tower with transformers' window attention vs ours (image2mood/models/clap_attention.py): wall
+"""CLAP's audio tower with transformers' Swin stages vs ours (image2mood/models/htsat.py): wall
 seconds for 8 windows (p50 of several rounds, the two alternating), and each window vector's cosine to fp32
 with transformers' attention, on the full-size random HTSAT-tiny.
 
@@ -18,16 +18,16 @@ from query import full_models
 
 import numpy as np
 import torch
-from transformers.models.clap.modeling_clap import ClapAudioSelfAttention
+from transformers.models.clap.modeling_clap import ClapAudioStage
 
 from image2mood.models.clap import ClapEncoder
 from image2mood.models.resolve import ResolvedModel
 
 
-def transformers_attention(encoder: ClapEncoder) -> ClapEncoder:
-    """``encoder`` with transformers' own window attention back (undoes the swap)."""
+def transformers_stages(encoder: ClapEncoder) -> ClapEncoder:
+    """``encoder`` with transformers' own stages back (undoes the swap)."""
     for module in encoder.model.modules():
-        if isinstance(module, ClapAudioSelfAttention):
+        if isinstance(module, ClapAudioStage):
             module.__dict__.pop("forward", None)
     return encoder
 
@@ -42,9 +42,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     folder = full_models(args.models) / "clap"
     resolved = ResolvedModel("clap", str(folder), folder)
-    encoders = {"bf16 transformers": transformers_attention(ClapEncoder(resolved, precision="bf16")),
+    encoders = {"bf16 transformers": transformers_stages(ClapEncoder(resolved, precision="bf16")),
                 "bf16 ours": ClapEncoder(resolved, precision="bf16"),
-                "fp32 transformers": transformers_attention(ClapEncoder(resolved, precision="fp32")),
+                "fp32 transformers": transformers_stages(ClapEncoder(resolved, precision="fp32")),
                 "fp32 ours": ClapEncoder(resolved, precision="fp32")}
     rng, t = np.random.default_rng(0), np.arange(encoders["bf16 ours"].window_samples) / 48_000
     windows = [(0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)

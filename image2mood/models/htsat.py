@@ -1,0 +1,185 @@
+"""HTSAT's Swin stages (CLAP's audio tower) with fewer passes over memory than transformers' code.
+
+transformers' ``ClapAudioLayer`` rolls the tokens, cuts them into windows, attends, puts the windows back
+and rolls back (six copies of the activations a block), builds its shift mask on every call and computes
+the attention scores in five passes. :func:`use_fast_stages` gives each ``ClapAudioStage`` a ``forward``
+that computes the same thing:
+
+- the tokens stay in the window order of the block at hand; the next block's order (its shift) is one
+  gather from this one, and the stage's end one gather back to the image's order;
+- the attention is one ``scaled_dot_product_attention`` call (the CPU flash kernel), with the relative
+  position bias, plus a shifted block's mask, as its float mask, built once per stage size and dtype;
+- query, key and value come from one matrix product; in bf16 on a CPU the linear layers run through oneDNN
+  with their bias, the GELU and the residual add inside the product (``torch.ops.mkldnn._linear_pointwise``,
+  what ``torch.compile`` emits for them).
+
+A stage whose windows do not tile its grid, or a call asking for attention probabilities, runs
+transformers' own code.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+from transformers.models.clap.modeling_clap import ClapAudioLayer, ClapAudioSelfAttention, ClapAudioStage
+
+_SHIFT_MASK = -100.0  # transformers' value between tokens of different regions of a shifted window
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A stage's gathers and attention masks for one grid size and dtype."""
+
+    windows: int  # windows a sample
+    orders: tuple[torch.Tensor, ...]  # per block: gather from the previous order (the image's, first) into its own
+    back: torch.Tensor  # gather from the last block's order into the image's
+    masks: tuple[torch.Tensor, ...]  # per block: [1, windows × heads, tokens, tokens]
+    qkv: tuple[torch.nn.Linear | None, ...]  # per block: query, key and value stacked (None: not plain Linear)
+
+
+def use_fast_stages(model: torch.nn.Module) -> int:
+    """Give every ``ClapAudioStage`` in ``model`` the lean ``forward``; returns how many."""
+    swapped = 0
+    for stage in model.modules():
+        if isinstance(stage, ClapAudioStage):
+            stage.__dict__["_image2mood_plans"] = {}
+            stage.forward = types.MethodType(stage_forward, stage)
+            swapped += 1
+    return swapped
+
+
+def stage_forward(self: ClapAudioStage, hidden_states: torch.Tensor, input_dimensions: tuple[int, int],
+                  output_attentions: bool | None = False, always_partition: bool | None = False) -> tuple:
+    """``ClapAudioStage.forward``: the blocks, then the patch merging; the same outputs."""
+    plan = None if output_attentions or always_partition else _plan(self, input_dimensions, hidden_states)
+    if plan is None:
+        return type(self).forward(self, hidden_states, input_dimensions, output_attentions, always_partition)
+    x = hidden_states
+    for block, order, mask, qkv in zip(self.blocks, plan.orders, plan.masks, plan.qkv, strict=True):
+        x = _block(block, x.index_select(1, order), mask, qkv, plan.windows)
+    before = x.index_select(1, plan.back)
+    height, width = input_dimensions
+    if self.downsample is None:
+        return before, before, (height, width, height, width)
+    return (self.downsample(before, input_dimensions), before,
+            (height, width, (height + 1) // 2, (width + 1) // 2))
+
+
+def _block(block: ClapAudioLayer, x: torch.Tensor, mask: torch.Tensor, qkv: torch.nn.Linear | None,
+           windows: int) -> torch.Tensor:
+    """One Swin block on ``x`` ``[batch, tokens, channels]``, already in its window order."""
+    attention = block.attention.self
+    batch, length, channels = x.shape
+    heads, size = attention.num_attention_heads, attention.attention_head_size
+    tokens = length // windows
+    normed = block.layernorm_before(x)
+    stacked = (_linear(normed, qkv) if qkv is not None
+               else torch.cat([layer(normed) for layer in (attention.query, attention.key, attention.value)], -1))
+    stacked = stacked.view(batch, windows, tokens, 3, heads, size).permute(3, 0, 1, 4, 2, 5)
+    query, key, value = stacked.reshape(3, batch, windows * heads, tokens, size).unbind(0)
+    context = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+    context = context.view(batch, windows, heads, tokens, size).transpose(2, 3).reshape(batch, length, channels)
+    x = _linear(context, block.attention.output.dense, residual=x)
+    inner = _linear(block.layernorm_after(x), block.intermediate.dense,
+                    gelu=block.intermediate.intermediate_act_fn)
+    return _linear(inner, block.output.dense, residual=x)
+
+
+def _linear(x: torch.Tensor, layer: torch.nn.Module, gelu: torch.nn.Module | None = None,
+            residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``layer(x)``, then ``gelu``, then ``+ residual``: one oneDNN call for a bf16 ``nn.Linear`` on a CPU
+    (with transformers' exact GELU), else the separate steps."""
+    exact_gelu = gelu is None or getattr(gelu, "act", None) is F.gelu  # transformers' GELUActivation: erf
+    if (_ONEDNN and type(layer) is torch.nn.Linear and layer.weight.dtype == torch.bfloat16 and x.device.type == "cpu"
+            and exact_gelu):
+        flat = x.reshape(-1, x.shape[-1])
+        if residual is not None:
+            out = torch.ops.mkldnn._linear_pointwise.binary(flat, residual.reshape(flat.shape[0], -1),
+                                                           layer.weight, layer.bias, "add")
+        else:
+            out = torch.ops.mkldnn._linear_pointwise(flat, layer.weight, layer.bias,
+                                                     "gelu" if gelu is not None else "none", [],
+                                                     "none" if gelu is not None else "")
+        return out.view(*x.shape[:-1], -1)
+    out = layer(x)
+    if gelu is not None:
+        out = gelu(out)
+    return out if residual is None else out + residual
+
+
+def _plan(stage: ClapAudioStage, dimensions: tuple[int, int], x: torch.Tensor) -> _Plan | None:
+    """The stage's plan for this grid and dtype, made once; None where transformers' code must run."""
+    key = (tuple(dimensions), x.dtype, x.device)
+    plans = stage.__dict__["_image2mood_plans"]
+    if key not in plans:
+        with torch.inference_mode(False), torch.no_grad():  # plain tensors: usable outside inference mode too
+            plans[key] = _make_plan(stage, dimensions, x.dtype, x.device)
+    return plans[key]
+
+
+def _make_plan(stage: ClapAudioStage, dimensions: tuple[int, int], dtype: torch.dtype,
+               device: torch.device) -> _Plan | None:
+    height, width = dimensions
+    orders, masks, previous = [], [], None
+    for block in stage.blocks:
+        window, shift = block.window_size, block.shift_size
+        if min(height, width) <= window:  # transformers: one window covers the grid, nothing shifts
+            window, shift = min(height, width), 0
+        if window != block.attention.self.window_size[0] or height % window or width % window:
+            return None
+        source = _window_order(height, width, window, shift).to(device)
+        orders.append(source if previous is None else previous[source])
+        previous = torch.empty_like(source)
+        previous[source] = torch.arange(len(source), device=device)
+        masks.append(_mask(block.attention.self, height, width, window, shift, dtype, device))
+    windows = (height // window) * (width // window)
+    return _Plan(windows, tuple(orders), previous, tuple(masks),
+                 tuple(_stacked(block.attention.self) for block in stage.blocks))
+
+
+def _window_order(height: int, width: int, window: int, shift: int) -> torch.Tensor:
+    """For each token in window order (window by window, row by row in each), its index in the image grid
+    after transformers' cyclic shift by ``-shift`` (``torch.roll``) and ``window_partition``."""
+    rows = ((torch.arange(height) + shift) % height).view(height // window, 1, window, 1)
+    cols = ((torch.arange(width) + shift) % width).view(1, width // window, 1, window)
+    return (rows * width + cols).reshape(-1)
+
+
+def _mask(attention: ClapAudioSelfAttention, height: int, width: int, window: int, shift: int,
+          dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The relative position bias, plus a shifted block's region mask, ``[1, windows × heads, tokens, tokens]``."""
+    tokens = window * window
+    table = attention.relative_position_bias_table.detach()
+    bias = table[attention.relative_position_index.view(-1)].view(tokens, tokens, -1).permute(2, 0, 1)
+    windows = (height // window) * (width // window)
+    if not shift:
+        return bias.to(dtype).repeat(windows, 1, 1).unsqueeze(0).to(device)
+    # transformers' regions of the shifted grid: 0 before the last window, 1 in it up to the shift, 2 after
+    regions = []
+    for size in (height, width):
+        place = torch.arange(size)
+        regions.append((place >= size - window).long() + (place >= size - shift).long())
+    grid = regions[0].view(height // window, 1, window, 1) * 3 + regions[1].view(1, width // window, 1, window)
+    region = grid.reshape(windows, tokens)
+    apart = (region.unsqueeze(1) != region.unsqueeze(2)).float() * _SHIFT_MASK  # [windows, tokens, tokens]
+    mask = bias.float().unsqueeze(0) + apart.unsqueeze(1)
+    return mask.to(dtype).reshape(1, -1, tokens, tokens).to(device)
+
+
+def _stacked(attention: ClapAudioSelfAttention) -> torch.nn.Linear | None:
+    """Query, key and value as one Linear (a copy of their weights); None unless all three are plain Linear."""
+    layers = (attention.query, attention.key, attention.value)
+    if not all(type(layer) is torch.nn.Linear for layer in layers):
+        return None
+    weight = attention.query.weight
+    stacked = torch.nn.Linear(weight.shape[1], 3 * weight.shape[0], bias=attention.query.bias is not None,
+                              device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        stacked.weight.copy_(torch.cat([layer.weight for layer in layers]))
+        if stacked.bias is not None:
+            stacked.bias.copy_(torch.cat([layer.bias for layer in layers]))
+    return stacked.requires_grad_(False)
