@@ -75,14 +75,15 @@ def index(settings: Settings, paths: tuple[Path | str, ...], store: str | None, 
         return
     from image2mood.library import store_info
 
+    from indexer.pipeline import Indexer, all_unchanged, worker_threads
+
+    settings = worker_threads(settings)  # torch's threads, set as the model loads: a core's share per worker
     with ExitStack() as stack:
         encoder = _pending_clap(settings)  # found, and read from its files; loaded only when a song needs it
         wanted = store_info(encoder.facts, settings)
         song_store = _existing_store(settings, wanted)  # locked, and its record checked, before the slow model load
         if song_store is not None:
             stack.enter_context(song_store)
-        from indexer.pipeline import Indexer, all_unchanged
-
         if song_store is not None and rewindow and not song_store.has_windows:
             raise click.ClickException(f"cannot --rewindow the store at {song_store.location}: {NO_WINDOWS_LAYOUT}")
         if song_store is not None and server is None and not prune and not rewindow:

@@ -351,3 +351,41 @@ def test_a_model_whose_files_misstate_it_is_refused(tmp_path: Path, settings: Se
     with open_store(settings.store, info=store_info(encoder.facts, settings)) as s, \
             pytest.raises(ModelLoadError, match="fetch the model again"):
         Indexer(s, encoder, settings, warn=lambda line: None).run([library])
+
+
+def test_several_embedding_workers_store_what_one_does_and_the_model_loads_once(
+        tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Songs embedded side by side (IMAGE2MOOD_INDEX_WORKERS) are the songs one worker stores, failures
+    included; the workers that ask for the model while it loads wait for that one load."""
+    import time
+
+    library = make_library(tmp_path / "music")
+    threads: set[str] = set()
+    monkeypatch.setattr(pipeline, "embed", lambda *a: threads.add(threading.current_thread().name) or embed(*a))
+    runs = {}
+    for workers in (1, 3):
+        loads: list[int] = []
+        chosen = settings.model_copy(update={"index_workers": workers, "store": str(tmp_path / f"store{workers}")})
+        encoder = _pending(chosen, lambda: loads.append(0) or time.sleep(0.3))  # a slow load: the others ask meanwhile
+        with open_store(chosen.store, info=store_info(encoder.facts, chosen)) as s:
+            report = Indexer(s, encoder, chosen, warn=lambda line: None).run([library])
+            runs[workers] = {song.path: song for song in s.scroll(with_vectors=True, with_windows=True)}
+        assert (report.indexed, report.failed, len(loads)) == (GOOD, 2, 1)
+    assert len(threads) > 1  # the three workers did embed side by side
+    assert runs[1].keys() == runs[3].keys()
+    for path, song in runs[1].items():
+        other = runs[3][path]
+        assert (song.id, song.title, song.window_starts) == (other.id, other.title, other.window_starts)
+        np.testing.assert_allclose(song.vector, other.vector, atol=1e-6)
+        np.testing.assert_allclose(song.windows, other.windows, atol=1e-6)
+
+
+def test_embedding_workers_and_their_torch_threads_follow_the_settings() -> None:
+    cores = len(os.sched_getaffinity(0))
+    auto = Settings(_env_file=None)
+    assert pipeline.embed_workers(auto) == min(cores, pipeline.AUTO_WORKERS)
+    assert pipeline.worker_threads(auto).threads == max(1, cores // min(cores, pipeline.AUTO_WORKERS))
+    assert pipeline.embed_workers(Settings(_env_file=None, device="cuda")) == 1
+    assert pipeline.embed_workers(Settings(_env_file=None, index_workers=7)) == 7
+    assert pipeline.worker_threads(Settings(_env_file=None, index_workers=7)).threads == 1
+    assert pipeline.worker_threads(Settings(_env_file=None, threads=3)).threads == 3
