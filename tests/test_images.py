@@ -152,6 +152,21 @@ def test_large_photo_is_shrunk_to_model_side(tmp_path: Path) -> None:
     assert _close(out.getpixel((900, 600)), COLOR, 6)
 
 
+@pytest.mark.parametrize(("size", "loaded"), [((1920, 1080), (960, 540)), ((4032, 3024), (1008, 756)),
+                                               ((1500, 1000), (1024, 683))])
+def test_jpeg_decodes_at_the_smallest_scale_that_keeps_the_decode_side(tmp_path: Path, size: tuple[int, int],
+                                                                        loaded: tuple[int, int]) -> None:
+    """Half or quarter scale while the longer side stays ≥ 768 px, with no resampling after; else full scale,
+    shrunk to the model side."""
+    im = Image.new("RGB", size, COLOR)
+    im.paste((0, 0, 255), (0, 0, size[0] // 2, size[1] // 2))
+    im.save(tmp_path / "photo.jpg", quality=90)
+    out = load_photo(tmp_path / "photo.jpg")
+    assert out.size == loaded
+    assert _close(out.getpixel((10, 10)), (0, 0, 255), 6)
+    assert _close(out.getpixel((loaded[0] - 10, loaded[1] - 10)), COLOR, 6)
+
+
 def test_200_mp_jpeg_is_decoded_at_reduced_scale(tmp_path: Path) -> None:
     """A 16000×12500 JPEG passes the default limit and costs a few MB, not the 200+ MB of a full decode."""
     im = Image.new("L", (16000, 12500), 200)  # greyscale keeps this test's own memory at 200 MB, 0.4 s
