@@ -120,7 +120,8 @@ class Recommender:
         starts: the first songs. A photo seen recently skips the models, its caption's CLAP vector
         included (:mod:`photo_memo`), when the same ``client`` (the service: its address) sent it.
         """
-        return self._for_photo(image, options, on_songs, client)
+        with self.lane.request():
+            return self._for_photo(image, options, on_songs, client)
 
     def _for_photo(self, image: Image.Image, options: Options,
                    on_songs: Callable[[Recommendation], None] | None, client: str) -> Recommendation:

@@ -81,6 +81,33 @@ def test_other_work_queued_during_a_batch_still_runs_in_order() -> None:
     assert order == ["a2", "run"]  # the two "a" calls together, the plain call after them
 
 
+def test_a_batch_waits_for_company_only_while_another_request_is_under_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import image2mood.models.lane as lane_module
+
+    monkeypatch.setattr(lane_module, "BATCH_WAIT_S", 5.0)  # far above what any step here takes
+    batches: list[list[int]] = []
+
+    def record(items: list[int]) -> list[int]:
+        batches.append(list(items))
+        return items
+
+    with _Served() as lane, ThreadPoolExecutor(2) as callers:
+        started = time.monotonic()
+        with lane.request():  # one request alone: its batch runs at once
+            assert callers.submit(lane.batch, "a", 1, record).result() == 1
+        assert time.monotonic() - started < 2.5
+        with lane.request(), lane.request():  # two under way: the first call waits for the second
+            first = callers.submit(lane.batch, "a", 2, record)
+            while lane._jobs.qsize() or not first.running():
+                pass
+            time.sleep(0.2)
+            second = callers.submit(lane.batch, "a", 3, record)
+            assert (first.result(), second.result()) == (2, 3)
+    assert batches == [[1], [2, 3]]
+
+
 def _library(settings: Settings) -> None:
     """30 random songs in the settings' store, so that answers have songs to rank."""
     import uuid

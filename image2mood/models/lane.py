@@ -11,7 +11,9 @@ A :class:`ModelLane` is inline until a thread calls :meth:`serve`: then calls fr
 queued to that thread and wait for their result, and calls on it run at once.
 
 Dynamic batching (:meth:`ModelLane.batch`): calls of one model that arrive within :data:`BATCH_WAIT_S` of
-each other run as one batch. On 2 cores, 8 photos in one batch took 1.08 s to caption against 3.65 s one
+each other run as one batch. A batch waits for company only while another request is under way
+(:meth:`ModelLane.request`): a lone photo's answer does not pay the wait three times (CLIP, caption, CLAP
+text), and calls already queued join the batch either way. On 2 cores, 8 photos in one batch took 1.08 s to caption against 3.65 s one
 at a time, CLIP 0.19 s against 0.37 s, CLAP's text tower 0.04 s against 0.20 s (full-size models).
 """
 
@@ -21,7 +23,8 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -48,6 +51,19 @@ class ModelLane:
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[tuple[Future, Callable[[], object] | _Batched]] = queue.SimpleQueue()
         self._owner: int | None = None
+        self._requests = 0  # requests under way that call the lane (see request())
+        self._requests_lock = threading.Lock()
+
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        """Mark a request (a photo's answer) under way: while another one is, batches wait for company."""
+        with self._requests_lock:
+            self._requests += 1
+        try:
+            yield
+        finally:
+            with self._requests_lock:
+                self._requests -= 1
 
     def run(self, work: Callable[[], T]) -> T:
         """``work()`` on the lane's thread; its result, or its exception raised here."""
@@ -90,10 +106,11 @@ class ModelLane:
         while held and len(batch) < MAX_BATCH:
             entry = held.popleft()
             (batch if isinstance(entry[1], _Batched) and entry[1].kind == kind else others).append(entry)
-        deadline = time.monotonic() + BATCH_WAIT_S
-        while len(batch) < MAX_BATCH and (left := deadline - time.monotonic()) > 0:
+        deadline = time.monotonic() + (BATCH_WAIT_S if self._requests > 1 else 0.0)
+        while len(batch) < MAX_BATCH:
             try:
-                entry = self._jobs.get(timeout=left)
+                left = deadline - time.monotonic()
+                entry = self._jobs.get(timeout=left) if left > 0 else self._jobs.get_nowait()
             except queue.Empty:
                 break
             (batch if isinstance(entry[1], _Batched) and entry[1].kind == kind else others).append(entry)
