@@ -9,9 +9,9 @@ that computes the same thing:
   gather from this one, and the stage's end one gather back to the image's order;
 - the attention is one ``scaled_dot_product_attention`` call (the CPU flash kernel), with the relative
   position bias, plus a shifted block's mask, as its float mask, built once per stage size and dtype;
-- query, key and value come from one matrix product; in bf16 on a CPU the linear layers run through oneDNN
-  with their bias, the GELU and the residual add inside the product (``torch.ops.mkldnn._linear_pointwise``,
-  what ``torch.compile`` emits for them).
+- query, key and value come from one matrix product; on a CPU (bf16 or fp32) the linear layers run through oneDNN
+  with their bias, the GELU and the residual add inside the product, their weights reordered once for it
+  (``torch.ops.mkldnn._linear_pointwise``, what ``torch.compile`` emits for them).
 
 A stage whose windows do not tile its grid, or a call asking for attention probabilities, runs
 transformers' own code.
@@ -20,6 +20,7 @@ transformers' own code.
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +39,48 @@ class _Plan:
     orders: tuple[torch.Tensor, ...]  # per block: gather from the previous order (the image's, first) into its own
     back: torch.Tensor  # gather from the last block's order into the image's
     masks: tuple[torch.Tensor, ...]  # per block: [1, windows × heads, tokens, tokens]
-    qkv: tuple[torch.nn.Linear | None, ...]  # per block: query, key and value stacked (None: not plain Linear)
+    linears: tuple[_Linears, ...]  # per block
+
+
+class _Linear:
+    """``layer(x)``, then ``activation``, then ``+ residual``: for a bf16 or fp32 ``nn.Linear`` on a CPU (with no
+    activation or transformers' exact GELU) one oneDNN call, its weight reordered once for ``rows``-row inputs;
+    else the separate steps."""
+
+    def __init__(self, layer: torch.nn.Module, rows: int, activation: Callable | None = None) -> None:
+        self.layer, self.activation = layer, activation
+        self.fused = (_ONEDNN and type(layer) is torch.nn.Linear and layer.weight.device.type == "cpu"
+                      and layer.weight.dtype in (torch.bfloat16, torch.float32)
+                      and (activation is None or getattr(activation, "act", None) is F.gelu))
+        if self.fused:
+            self.weight = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), rows)
+            self.bias = None if layer.bias is None else layer.bias.detach()
+
+    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.fused:
+            out = self.layer(x)
+            if self.activation is not None:
+                out = self.activation(out)
+            return out if residual is None else out + residual
+        flat = x.reshape(-1, x.shape[-1])
+        if residual is not None:
+            out = torch.ops.mkldnn._linear_pointwise.binary(flat, residual.reshape(flat.shape[0], -1), self.weight,
+                                                           self.bias, "add")
+        elif self.activation is not None:
+            out = torch.ops.mkldnn._linear_pointwise(flat, self.weight, self.bias, "gelu", [], "none")
+        else:
+            out = torch.ops.mkldnn._linear_pointwise(flat, self.weight, self.bias, "none", [], "")
+        return out.view(*x.shape[:-1], -1)
+
+
+@dataclass(frozen=True)
+class _Linears:
+    """A block's linear layers, ready to call: query-key-value, attention output, MLP in and out."""
+
+    qkv: _Linear
+    output: _Linear
+    inner: _Linear
+    outer: _Linear
 
 
 def use_fast_stages(model: torch.nn.Module) -> int:
@@ -59,8 +101,8 @@ def stage_forward(self: ClapAudioStage, hidden_states: torch.Tensor, input_dimen
     if plan is None:
         return type(self).forward(self, hidden_states, input_dimensions, output_attentions, always_partition)
     x = hidden_states
-    for block, order, mask, qkv in zip(self.blocks, plan.orders, plan.masks, plan.qkv, strict=True):
-        x = _block(block, x.index_select(1, order), mask, qkv, plan.windows)
+    for block, order, mask, linears in zip(self.blocks, plan.orders, plan.masks, plan.linears, strict=True):
+        x = _block(block, x.index_select(1, order), mask, linears, plan.windows)
     before = x.index_select(1, plan.back)
     height, width = input_dimensions
     if self.downsample is None:
@@ -69,46 +111,19 @@ def stage_forward(self: ClapAudioStage, hidden_states: torch.Tensor, input_dimen
             (height, width, (height + 1) // 2, (width + 1) // 2))
 
 
-def _block(block: ClapAudioLayer, x: torch.Tensor, mask: torch.Tensor, qkv: torch.nn.Linear | None,
+def _block(block: ClapAudioLayer, x: torch.Tensor, mask: torch.Tensor, linears: _Linears,
            windows: int) -> torch.Tensor:
     """One Swin block on ``x`` ``[batch, tokens, channels]``, already in its window order."""
     attention = block.attention.self
     batch, length, channels = x.shape
     heads, size = attention.num_attention_heads, attention.attention_head_size
     tokens = length // windows
-    normed = block.layernorm_before(x)
-    stacked = (_linear(normed, qkv) if qkv is not None
-               else torch.cat([layer(normed) for layer in (attention.query, attention.key, attention.value)], -1))
-    stacked = stacked.view(batch, windows, tokens, 3, heads, size).permute(3, 0, 1, 4, 2, 5)
+    stacked = linears.qkv(block.layernorm_before(x)).view(batch, windows, tokens, 3, heads, size).permute(3, 0, 1, 4, 2, 5)
     query, key, value = stacked.reshape(3, batch, windows * heads, tokens, size).unbind(0)
     context = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
     context = context.view(batch, windows, heads, tokens, size).transpose(2, 3).reshape(batch, length, channels)
-    x = _linear(context, block.attention.output.dense, residual=x)
-    inner = _linear(block.layernorm_after(x), block.intermediate.dense,
-                    gelu=block.intermediate.intermediate_act_fn)
-    return _linear(inner, block.output.dense, residual=x)
-
-
-def _linear(x: torch.Tensor, layer: torch.nn.Module, gelu: torch.nn.Module | None = None,
-            residual: torch.Tensor | None = None) -> torch.Tensor:
-    """``layer(x)``, then ``gelu``, then ``+ residual``: one oneDNN call for a bf16 ``nn.Linear`` on a CPU
-    (with transformers' exact GELU), else the separate steps."""
-    exact_gelu = gelu is None or getattr(gelu, "act", None) is F.gelu  # transformers' GELUActivation: erf
-    if (_ONEDNN and type(layer) is torch.nn.Linear and layer.weight.dtype == torch.bfloat16 and x.device.type == "cpu"
-            and exact_gelu):
-        flat = x.reshape(-1, x.shape[-1])
-        if residual is not None:
-            out = torch.ops.mkldnn._linear_pointwise.binary(flat, residual.reshape(flat.shape[0], -1),
-                                                           layer.weight, layer.bias, "add")
-        else:
-            out = torch.ops.mkldnn._linear_pointwise(flat, layer.weight, layer.bias,
-                                                     "gelu" if gelu is not None else "none", [],
-                                                     "none" if gelu is not None else "")
-        return out.view(*x.shape[:-1], -1)
-    out = layer(x)
-    if gelu is not None:
-        out = gelu(out)
-    return out if residual is None else out + residual
+    x = linears.output(context, residual=x)
+    return linears.outer(linears.inner(block.layernorm_after(x)), residual=x)
 
 
 def _plan(stage: ClapAudioStage, dimensions: tuple[int, int], x: torch.Tensor) -> _Plan | None:
@@ -117,12 +132,12 @@ def _plan(stage: ClapAudioStage, dimensions: tuple[int, int], x: torch.Tensor) -
     plans = stage.__dict__["_image2mood_plans"]
     if key not in plans:
         with torch.inference_mode(False), torch.no_grad():  # plain tensors: usable outside inference mode too
-            plans[key] = _make_plan(stage, dimensions, x.dtype, x.device)
+            plans[key] = _make_plan(stage, dimensions, x.dtype, x.device, x.shape[0] * x.shape[1])
     return plans[key]
 
 
-def _make_plan(stage: ClapAudioStage, dimensions: tuple[int, int], dtype: torch.dtype,
-               device: torch.device) -> _Plan | None:
+def _make_plan(stage: ClapAudioStage, dimensions: tuple[int, int], dtype: torch.dtype, device: torch.device,
+               rows: int) -> _Plan | None:
     height, width = dimensions
     orders, masks, previous = [], [], None
     for block in stage.blocks:
@@ -137,8 +152,16 @@ def _make_plan(stage: ClapAudioStage, dimensions: tuple[int, int], dtype: torch.
         previous[source] = torch.arange(len(source), device=device)
         masks.append(_mask(block.attention.self, height, width, window, shift, dtype, device))
     windows = (height // window) * (width // window)
-    return _Plan(windows, tuple(orders), previous, tuple(masks),
-                 tuple(_stacked(block.attention.self) for block in stage.blocks))
+    return _Plan(windows, tuple(orders), previous, tuple(masks), tuple(_linears(block, rows) for block in stage.blocks))
+
+
+def _linears(block: ClapAudioLayer, rows: int) -> _Linears:
+    attention = block.attention.self
+    layers = (attention.query, attention.key, attention.value)
+    qkv = _stacked(*layers) if all(type(layer) is torch.nn.Linear for layer in layers) else _Concatenated(*layers)
+    return _Linears(_Linear(qkv, rows), _Linear(block.attention.output.dense, rows),
+                    _Linear(block.intermediate.dense, rows, block.intermediate.intermediate_act_fn),
+                    _Linear(block.output.dense, rows))
 
 
 def _window_order(height: int, width: int, window: int, shift: int) -> torch.Tensor:
@@ -170,16 +193,23 @@ def _mask(attention: ClapAudioSelfAttention, height: int, width: int, window: in
     return mask.to(dtype).reshape(1, -1, tokens, tokens).to(device)
 
 
-def _stacked(attention: ClapAudioSelfAttention) -> torch.nn.Linear | None:
-    """Query, key and value as one Linear (a copy of their weights); None unless all three are plain Linear."""
-    layers = (attention.query, attention.key, attention.value)
-    if not all(type(layer) is torch.nn.Linear for layer in layers):
-        return None
-    weight = attention.query.weight
-    stacked = torch.nn.Linear(weight.shape[1], 3 * weight.shape[0], bias=attention.query.bias is not None,
-                              device=weight.device, dtype=weight.dtype)
-    with torch.no_grad():
-        stacked.weight.copy_(torch.cat([layer.weight for layer in layers]))
-        if stacked.bias is not None:
-            stacked.bias.copy_(torch.cat([layer.bias for layer in layers]))
+def _stacked(*layers: torch.nn.Linear) -> torch.nn.Linear:
+    """Linear layers on the same input as one (a copy of their weights), outputs side by side."""
+    first = layers[0]
+    stacked = torch.nn.Linear(first.in_features, sum(layer.out_features for layer in layers),
+                              bias=first.bias is not None, device=first.weight.device, dtype=first.weight.dtype)
+    stacked.weight.copy_(torch.cat([layer.weight for layer in layers]))
+    if stacked.bias is not None:
+        stacked.bias.copy_(torch.cat([layer.bias for layer in layers]))
     return stacked.requires_grad_(False)
+
+
+class _Concatenated(torch.nn.Module):
+    """Layers on the same input (int8 ones, which cannot be stacked), outputs side by side."""
+
+    def __init__(self, *layers: torch.nn.Module) -> None:
+        super().__init__()
+        self.parts = layers  # a plain tuple: not registered, the block owns them
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([layer(x) for layer in self.parts], -1)
