@@ -7,8 +7,9 @@ that computes the same thing:
 
 - the tokens stay in the window order of the block at hand; the next block's order (its shift) is one
   gather from this one, and the stage's end one gather back to the image's order;
-- the attention is one ``scaled_dot_product_attention`` call (the CPU flash kernel), with the relative
-  position bias, plus a shifted block's mask, as its float mask, built once per stage size and dtype;
+- the attention is one ``scaled_dot_product_attention`` call (the CPU flash kernel) on query, key and value
+  as strided views of the projection's output (no copy), with the relative position bias, plus a shifted
+  block's mask, as its float mask, built once per stage size and dtype;
 - query, key and value come from one matrix product; on a CPU (bf16 or fp32) the linear layers run through oneDNN
   with their bias, the GELU and the residual add inside the product, their weights reordered once for it
   (``torch.ops.mkldnn._linear_pointwise``, what ``torch.compile`` emits for them).
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.nn import functional as F
@@ -38,8 +39,20 @@ class _Plan:
     windows: int  # windows a sample
     orders: tuple[torch.Tensor, ...]  # per block: gather from the previous order (the image's, first) into its own
     back: torch.Tensor  # gather from the last block's order into the image's
-    masks: tuple[torch.Tensor, ...]  # per block: [1, windows × heads, tokens, tokens]
+    masks: tuple[torch.Tensor, ...]  # per block: [1 (no shift) or windows, heads, tokens, tokens]
     linears: tuple[_Linears, ...]  # per block
+    batched: dict[int, torch.Tensor] = field(default_factory=dict)  # block → a shifted mask over the most samples seen
+
+    def mask(self, block: int, samples: int) -> torch.Tensor:
+        """Block ``block``'s mask for ``samples × windows`` windows: broadcast, or repeated for each sample."""
+        mask = self.masks[block]
+        if mask.shape[0] == 1:
+            return mask
+        rows = samples * self.windows
+        repeated = self.batched.get(block)
+        if repeated is None or repeated.shape[0] < rows:
+            repeated = self.batched[block] = mask.repeat(samples, 1, 1, 1)
+        return repeated[:rows]
 
 
 class _Linear:
@@ -101,8 +114,8 @@ def stage_forward(self: ClapAudioStage, hidden_states: torch.Tensor, input_dimen
     if plan is None:
         return type(self).forward(self, hidden_states, input_dimensions, output_attentions, always_partition)
     x = hidden_states
-    for block, order, mask, linears in zip(self.blocks, plan.orders, plan.masks, plan.linears, strict=True):
-        x = _block(block, x.index_select(1, order), mask, linears, plan.windows)
+    for i, (block, order, linears) in enumerate(zip(self.blocks, plan.orders, plan.linears, strict=True)):
+        x = _block(block, x.index_select(1, order), plan.mask(i, x.shape[0]), linears, plan.windows)
     before = x.index_select(1, plan.back)
     height, width = input_dimensions
     if self.downsample is None:
@@ -118,10 +131,10 @@ def _block(block: ClapAudioLayer, x: torch.Tensor, mask: torch.Tensor, linears: 
     batch, length, channels = x.shape
     heads, size = attention.num_attention_heads, attention.attention_head_size
     tokens = length // windows
-    stacked = linears.qkv(block.layernorm_before(x)).view(batch, windows, tokens, 3, heads, size).permute(3, 0, 1, 4, 2, 5)
-    query, key, value = stacked.reshape(3, batch, windows * heads, tokens, size).unbind(0)
+    stacked = linears.qkv(block.layernorm_before(x)).view(batch * windows, tokens, 3, heads, size)
+    query, key, value = stacked.permute(2, 0, 3, 1, 4).unbind(0)  # [windows, heads, tokens, size] views
     context = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
-    context = context.view(batch, windows, heads, tokens, size).transpose(2, 3).reshape(batch, length, channels)
+    context = context.transpose(1, 2).reshape(batch, length, channels)
     x = linears.output(context, residual=x)
     return linears.outer(linears.inner(block.layernorm_after(x)), residual=x)
 
@@ -174,13 +187,14 @@ def _window_order(height: int, width: int, window: int, shift: int) -> torch.Ten
 
 def _mask(attention: ClapAudioSelfAttention, height: int, width: int, window: int, shift: int,
           dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The relative position bias, plus a shifted block's region mask, ``[1, windows × heads, tokens, tokens]``."""
+    """The relative position bias, ``[1, heads, tokens, tokens]``, or with a shifted block's region mask added,
+    ``[windows, heads, tokens, tokens]``."""
     tokens = window * window
     table = attention.relative_position_bias_table.detach()
     bias = table[attention.relative_position_index.view(-1)].view(tokens, tokens, -1).permute(2, 0, 1)
     windows = (height // window) * (width // window)
     if not shift:
-        return bias.to(dtype).repeat(windows, 1, 1).unsqueeze(0).to(device)
+        return bias.to(dtype).unsqueeze(0).contiguous().to(device)
     # transformers' regions of the shifted grid: 0 before the last window, 1 in it up to the shift, 2 after
     regions = []
     for size in (height, width):
@@ -190,7 +204,7 @@ def _mask(attention: ClapAudioSelfAttention, height: int, width: int, window: in
     region = grid.reshape(windows, tokens)
     apart = (region.unsqueeze(1) != region.unsqueeze(2)).float() * _SHIFT_MASK  # [windows, tokens, tokens]
     mask = bias.float().unsqueeze(0) + apart.unsqueeze(1)
-    return mask.to(dtype).reshape(1, -1, tokens, tokens).to(device)
+    return mask.to(dtype).contiguous().to(device)
 
 
 def _stacked(*layers: torch.nn.Linear) -> torch.nn.Linear:
