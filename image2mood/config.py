@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     upsert_batch: int = Field(default=16, ge=1, description="Songs written to the store per batch.")
     index_workers: int = Field(default=0, ge=0, le=64, description="Songs `index` embeds at once, each on its own "
                                "share of the cores; 0: one per core (up to 4) on a CPU, one on a GPU.")
-    index_nice: int = Field(default=10, ge=0, le=19, description="How much `index` lowers its own CPU priority "
+    index_nice: int = Field(default=19, ge=0, le=19, description="How much `index` lowers its own CPU priority "
                             "(nice), so that a `serve` on the same machine keeps answering promptly; 0: not at all.")
     exact_search_limit: int = Field(
         default=20_000, ge=0,  # why 20k: image2mood.store.base.EXACT_SEARCH_LIMIT

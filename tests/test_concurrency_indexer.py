@@ -1,4 +1,4 @@
-"""`index` beside a running `serve`: it lowers its own CPU priority by IMAGE2MOOD_INDEX_NICE (default 10), so
+"""`index` beside a running `serve`: it lowers its own CPU priority by IMAGE2MOOD_INDEX_NICE (default 19), so
 the service's answers keep the cores first (the measured effect: bench/beside.py)."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _nice_while_running(args: list[str], env: dict[str, str]) -> tuple[int, int]
     return highest, proc.wait(timeout=300)
 
 
-@pytest.mark.parametrize(("setting", "raised_by"), [(None, 10), ("3", 3)])
+@pytest.mark.parametrize(("setting", "raised_by"), [(None, 19), ("3", 3)])
 def test_index_lowers_its_own_priority_by_the_setting(cli_env: dict[str, str], tmp_path: Path,
                                                       setting: str | None, raised_by: int) -> None:
     music = tmp_path / "music"
