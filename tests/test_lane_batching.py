@@ -108,6 +108,73 @@ def test_a_batch_waits_for_company_only_while_another_request_is_under_way(monke
     assert batches == [[1], [2, 3]]
 
 
+def test_a_small_batch_lets_other_work_go_first_and_later_calls_of_its_model_join_it() -> None:
+    """Six requests under way, two of their "a" calls queued before other work: the two let it run first, and a
+    third "a" call that arrives meanwhile joins them (a batch of the two, then one, would cost twice)."""
+    from contextlib import ExitStack
+
+    batches: list[list[int]] = []
+    order: list[str] = []
+    gate = threading.Event()
+
+    def record(items: list[int]) -> list[int]:
+        batches.append(list(items))
+        order.append("a")
+        return items
+
+    with _Served() as lane, ThreadPoolExecutor(4) as callers, ExitStack() as under_way:
+        for _ in range(6):
+            under_way.enter_context(lane.request())
+        blocker = threading.Thread(target=lane.run, args=(gate.wait,))
+        blocker.start()
+        first = callers.submit(lane.batch, "a", 1, record)
+        while lane._jobs.qsize() < 1:
+            pass
+        second = callers.submit(lane.batch, "a", 2, record)
+        while lane._jobs.qsize() < 2:
+            pass
+
+        def other_work() -> None:  # meanwhile another request's call of "a" arrives
+            order.append("run")
+            third = callers.submit(lane.batch, "a", 3, record)
+            while lane._jobs.qsize() < 1:
+                pass
+            other_work.third = third  # type: ignore[attr-defined]
+
+        plain = callers.submit(lane.run, other_work)
+        while lane._jobs.qsize() < 3:
+            pass
+        gate.set()
+        assert (first.result(), second.result(), plain.result(), other_work.third.result()) == (1, 2, None, 3)
+        blocker.join()
+    assert order == ["run", "a"] and batches == [[1, 2, 3]]
+
+
+def test_two_small_batches_do_not_pass_the_turn_back_and_forth(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+    from contextlib import ExitStack
+
+    import image2mood.models.lane as lane_module
+
+    monkeypatch.setattr(lane_module, "MAX_DEFER_S", 5.0)
+    gate = threading.Event()
+    with _Served() as lane, ThreadPoolExecutor(2) as callers, ExitStack() as under_way:
+        for _ in range(6):
+            under_way.enter_context(lane.request())
+        blocker = threading.Thread(target=lane.run, args=(gate.wait,))
+        blocker.start()
+        calls = []
+        for n, kind in enumerate("ab"):
+            calls.append(callers.submit(lane.batch, kind, n, lambda items: items))
+            while lane._jobs.qsize() < n + 1:
+                pass
+        started = time.monotonic()
+        gate.set()
+        assert [call.result() for call in calls] == [0, 1]
+        assert time.monotonic() - started < 2.5  # one goes behind the other once, then both run
+        blocker.join()
+
+
 def _library(settings: Settings) -> None:
     """30 random songs in the settings' store, so that answers have songs to rank."""
     import uuid
