@@ -4,9 +4,10 @@ Decoding (and hashing) of the next files runs in a worker thread while the model
 :class:`PendingEncoder`, while the model loads. Songs are embedded :func:`embed_workers` at a time, each on
 its own share of the cores (one torch thread a song on a CPU): torch's OpenMP threads wait for each other at
 every operation, so one song on 2 threads ran CLAP's audio tower at 0.75 of the speed of 2 songs on one
-thread each, and the decoding thread, taking a core from one of them, made it 4.5× slower still. Songs reach the store in batches;
-each batch is durable when written, so an interrupted run loses at most the batch in hand, and a
-rerun finishes the job (ids are stable, so no duplicates).
+thread each, and the decoding thread, taking a core from one of them, made it 4.5× slower still.
+
+Songs reach the store in batches; each batch is durable when written, so an interrupted run loses at most
+the batch in hand, and a rerun finishes the job (ids are stable, so no duplicates).
 A bad entry (not a regular file, undecodable, unnamable) is reported with its reason and skipped.
 Pruning follows :mod:`indexer.prune`.
 """
@@ -262,7 +263,7 @@ class Indexer:
 
     def _take(self, item: _Embedded | FileFacts | _Unchanged | _Failed,
               pending: list[Song], report: IndexReport) -> None:
-        """Main-thread part: embed, or copy a known vector, or count."""
+        """Main-thread part: keep an embedded song, or copy a known vector, or count."""
         if isinstance(item, _Unchanged):
             report.unchanged += 1
             if item.restat:

@@ -51,7 +51,8 @@ class _Plan:
         rows = samples * self.windows
         repeated = self.batched.get(block)
         if repeated is None or repeated.shape[0] < rows:
-            repeated = self.batched[block] = mask.repeat(samples, 1, 1, 1)
+            with torch.inference_mode(False), torch.no_grad():  # a plain tensor, as the plan's own
+                repeated = self.batched[block] = mask.repeat(samples, 1, 1, 1)
         return repeated[:rows]
 
 

@@ -16,8 +16,10 @@ each other run as one batch. A batch waits for company only while another reques
 text), and calls already queued join the batch either way. A batch holding under half the requests under
 way (a photo that fell out of step with the others) lets other waiting work run first, for at most
 :data:`MAX_DEFER_S`, so that the others' calls of its model join it: with 8 clients a caption batch of
-one, which costs about what a batch of seven does, kept one request out of step for the whole run. On 2 cores, 8 photos in one batch took 1.08 s to caption against 3.65 s one
-at a time, CLIP 0.19 s against 0.37 s, CLAP's text tower 0.04 s against 0.20 s (full-size models).
+one, which costs about what a batch of seven does, kept one request out of step for the whole run.
+
+On 2 cores, 8 photos in one batch took 1.08 s to caption against 3.65 s one at a time, CLIP 0.19 s against
+0.37 s, CLAP's text tower 0.04 s against 0.20 s (full-size models).
 """
 
 from __future__ import annotations
@@ -135,7 +137,6 @@ class ModelLane:
             return
         for (done, _), answer in zip(batch, answers, strict=True):
             done.set_result(answer)
-
 
     def _defer(self, batch: list[tuple[Future, _Batched]], held: deque) -> bool:
         """Whether ``batch`` lets other work go first: it holds under half the requests under way, it has waited
