@@ -1,6 +1,6 @@
 """CLAP's audio tower with transformers' Swin stages vs ours (image2mood/models/htsat.py): wall
 seconds for 8 windows (p50 of several rounds, the two alternating), and each window vector's cosine to fp32
-with transformers' attention, on the full-size random HTSAT-tiny.
+with transformers' stages, on the full-size random HTSAT-tiny.
 
 Run by hand (never in CI): ``.venv/bin/python bench/clap_tower.py [--models DIR] [--rounds N] [--threads N]``.
 """

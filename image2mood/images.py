@@ -40,7 +40,7 @@ SUPPORTED = "JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF (when pillow-heif is ins
 MODEL_SIDE = 1024  # photos are shrunk so their longer side is at most this before the models see them
 DECODE_SIDE = 768
 """The longer side a reduced-scale decode must keep: the models see 224-384 px and faces from 40 px, so a
-1920×1080 JPEG decodes at half scale (960×540: 11 ms, against 48 ms for a full decode shrunk to 1024) and a
+1920×1080 JPEG decodes at half scale (960×540: 12 ms, against 48 ms for a full decode shrunk to 1024) and a
 4032×3024 phone photo at a quarter (1008×756), neither resampled after."""
 MB = 1 << 20
 MAX_DECODE_CPU_S = 5.0
@@ -128,7 +128,8 @@ def load_photo(
     with _open(source, name, max_pixels) as im:
         try:
             size, mode = im.size, im.mode  # before draft() shrinks them
-            im.draft(None, _fit(im.size, DECODE_SIDE))  # JPEG: DCT-scaled decode; HEIF: a big-enough thumbnail; others: no-op
+            # JPEG: DCT-scaled decode; HEIF: a big-enough thumbnail; others: no-op
+            im.draft(None, _fit(im.size, DECODE_SIDE))
             cost = decode_cost(im) + coefficients
             if cost > max_decode_mb * MB:
                 kind, fix = ((layout.kind, "re-save it as a baseline (non-progressive) JPEG") if layout and coefficients

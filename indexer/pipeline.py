@@ -93,6 +93,11 @@ def _ahead(pool: ThreadPoolExecutor, work: Callable[[T], R], items: Iterable[T],
         yield queue.popleft().result()
 
 
+def _cores() -> int:
+    """The cores this process may run on (all of them where the OS cannot say, as on macOS)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def embed_workers(settings: Settings) -> int:
     """How many songs ``index`` embeds at once: ``IMAGE2MOOD_INDEX_WORKERS``, else one per core (at most
     :data:`AUTO_WORKERS`) on a CPU, one on a GPU."""
@@ -100,14 +105,14 @@ def embed_workers(settings: Settings) -> int:
         return settings.index_workers
     if settings.device != "cpu":
         return 1
-    return max(1, min(len(os.sched_getaffinity(0)), AUTO_WORKERS))
+    return max(1, min(_cores(), AUTO_WORKERS))
 
 
 def worker_threads(settings: Settings) -> Settings:
     """``settings`` with torch's threads a core's share per embedding worker, unless IMAGE2MOOD_THREADS says."""
     if settings.threads:
         return settings
-    return settings.model_copy(update={"threads": max(1, len(os.sched_getaffinity(0)) // embed_workers(settings))})
+    return settings.model_copy(update={"threads": max(1, _cores() // embed_workers(settings))})
 
 
 def all_unchanged(store: SongStore, paths: Iterable[Path]) -> IndexReport | None:
@@ -142,9 +147,9 @@ class PendingEncoder:
 
     def loaded(self) -> ClapEncoder:
         with self._lock:
-            return self._loaded()
+            return self._load_once()
 
-    def _loaded(self) -> ClapEncoder:
+    def _load_once(self) -> ClapEncoder:
         if self._encoder is None:
             encoder = self._load()
             if (encoder.sample_rate, encoder.dim) != (self.facts.sample_rate, self.facts.dim):

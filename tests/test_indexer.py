@@ -380,11 +380,15 @@ def test_several_embedding_workers_store_what_one_does_and_the_model_loads_once(
         np.testing.assert_allclose(song.windows, other.windows, atol=1e-6)
 
 
-def test_embedding_workers_and_their_torch_threads_follow_the_settings() -> None:
+def test_embedding_workers_and_their_torch_threads_follow_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     cores = len(os.sched_getaffinity(0))
     auto = Settings(_env_file=None)
     assert pipeline.embed_workers(auto) == min(cores, pipeline.AUTO_WORKERS)
     assert pipeline.worker_threads(auto).threads == max(1, cores // min(cores, pipeline.AUTO_WORKERS))
+    with monkeypatch.context() as mac:  # macOS has no sched_getaffinity: the CPU count stands in
+        mac.delattr(os, "sched_getaffinity")
+        mac.setattr(os, "cpu_count", lambda: 3)
+        assert (pipeline.embed_workers(auto), pipeline.worker_threads(auto).threads) == (3, 1)
     assert pipeline.embed_workers(Settings(_env_file=None, device="cuda")) == 1
     assert pipeline.embed_workers(Settings(_env_file=None, index_workers=7)) == 7
     assert pipeline.worker_threads(Settings(_env_file=None, index_workers=7)).threads == 1

@@ -117,8 +117,8 @@ class ClapEncoder:
         """One L2-normalised vector per window (at most one CLAP window long each), in one batch.
 
         Each window goes through :func:`laion_quantise` first, as LAION-CLAP's own embedding calls do. The
-        tower's Swin stages run through :mod:`image2mood.models.htsat`: the same vectors, 1.42-1.48× faster
-        than transformers' code in bf16 and 1.47× in fp32 (bench/clap_tower.py, 8 windows, 1 and 2 threads).
+        tower's Swin stages run through :mod:`image2mood.models.htsat`: the same vectors, 1.56× faster than
+        transformers' code in bf16 and 1.81× in fp32 (bench/clap_tower.py, 8 windows, 1 thread).
         """
         features = self.log_mel([laion_quantise(w) for w in windows]).to(self.device, self.audio_dtype)
         is_longer = torch.zeros((len(windows), 1), dtype=torch.bool, device=self.device)

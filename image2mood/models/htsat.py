@@ -41,7 +41,7 @@ class _Plan:
     back: torch.Tensor  # gather from the last block's order into the image's
     masks: tuple[torch.Tensor, ...]  # per block: [1 (no shift) or windows, heads, tokens, tokens]
     linears: tuple[_Linears, ...]  # per block
-    batched: dict[int, torch.Tensor] = field(default_factory=dict)  # block → a shifted mask over the most samples seen
+    batched: dict[int, torch.Tensor] = field(default_factory=dict)  # block → shifted mask, most samples seen
 
     def mask(self, block: int, samples: int) -> torch.Tensor:
         """Block ``block``'s mask for ``samples × windows`` windows: broadcast, or repeated for each sample."""
