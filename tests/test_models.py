@@ -155,6 +155,15 @@ def test_laion_quantise_is_laion_claps_int16_round_trip() -> None:
     assert out.dtype == np.float32 and np.array_equal(out, expected.astype(np.float32))
 
 
+def test_laion_quantise_matches_laions_float64_division_at_every_int16_step() -> None:
+    steps = np.arange(-32767, 32768, dtype=np.int16)
+    window = ((steps + 0.4 * np.sign(steps)) / 32767.0).astype(np.float32)  # truncates back to each step
+    before = window.copy()
+    out = laion_quantise(window)
+    assert np.array_equal(out, (steps / 32767.0).astype(np.float32))  # LAION's int16_to_float32
+    assert np.array_equal(window, before)  # the caller's samples are left alone
+
+
 def test_every_window_is_clipped_and_quantised_before_the_model(settings: Settings) -> None:
     clap = clap_encoder(settings)
     t = np.linspace(0, 900, clap.window_samples, dtype=np.float32)

@@ -30,9 +30,14 @@ def laion_quantise(window: np.ndarray) -> np.ndarray:
 
     Exactly ``int16_to_float32(float32_to_int16(x))`` from ``laion_clap.training.data``, which
     ``CLAP_Module.get_audio_embedding_from_data``/``_from_filelist`` and training apply before the log-mel.
+    The division runs in float32: for every int16 step it gives the same float32 as LAION's float64 division
+    rounded to float32, in half the time.
     """
-    steps = (np.clip(np.asarray(window, dtype=np.float32), -1.0, 1.0) * 32767.0).astype(np.int16)
-    return (steps / 32767.0).astype(np.float32)
+    clipped = np.clip(np.asarray(window, dtype=np.float32), -1.0, 1.0)
+    clipped *= np.float32(32767.0)
+    out = clipped.astype(np.int16).astype(np.float32)
+    out /= np.float32(32767.0)
+    return out
 
 
 Pooling = Literal["mean", "max"]
