@@ -107,3 +107,51 @@ def test_resume_after_a_worker_is_killed(pairs: Path, cli_env: dict[str, str], t
                      "--max-steps", str(saved + 1), "--resume", "--epochs", "100")
     assert f"resuming at step {saved} of {saved + 1}" in resumed.stderr
     assert f"wrote {out} at step {saved + 1}" in resumed.stdout
+
+
+# A one-process gloo world wraps the model in DDP as torchrun's workers do; the child says whether the wrapper
+# was still alive when the group was destroyed (its reducer would then end the group later, holding the GIL
+# that gloo's threads wait for), and whether a group is left for the interpreter's exit to tear down.
+_CLOSE = """
+import os, sys, weakref
+from pathlib import Path
+import torch
+import torch.distributed as dist
+from training.blip import BlipForConditionalGeneration, BlipProcessor, BlipTrainer, BlipTrainingConfig
+from training.data import read_pairs, split
+from training.metrics import MetricsLog
+
+os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
+dist.init_process_group("gloo")
+pairs, models, out = map(Path, sys.argv[1:4])
+dataset = read_pairs(pairs, images=pairs.parent / "images")
+train, valid = split(dataset.pairs, seed=0)
+trainer = BlipTrainer(BlipForConditionalGeneration.from_pretrained(models / "blip"),
+                      BlipProcessor.from_pretrained(models / "blip"), dataset, train, valid, out,
+                      BlipTrainingConfig(epochs=1, batch_size=2, max_steps=1), torch.device("cpu"),
+                      MetricsLog(out / "metrics.jsonl"), bf16=False, progress=False)
+wrapper = weakref.ref(trainer.wrapped)
+print(type(trainer.wrapped).__name__)
+destroy = dist.destroy_process_group
+def recording_destroy(*args, **kwargs):
+    print("wrapper alive at destroy:", wrapper() is not None)
+    destroy(*args, **kwargs)
+dist.destroy_process_group = recording_destroy
+trainer.close()
+print("group left:", dist.is_initialized())
+"""
+
+
+def test_close_drops_the_ddp_wrapper_before_the_group(pairs: Path, tiny_models: Path, cli_env: dict[str, str],
+                                                      tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import free_port
+
+    env = {**cli_env, "MASTER_PORT": str(free_port()), "IMAGE2MOOD_THREADS": "1"}
+    child = subprocess.run([sys.executable, "-c", _CLOSE, str(pairs), str(tiny_models), str(tmp_path / "out")],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr[-4000:]
+    assert child.stdout.splitlines() == ["DistributedDataParallel", "wrapper alive at destroy: False",
+                                         "group left: False"], child.stdout

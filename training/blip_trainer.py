@@ -126,6 +126,15 @@ class BlipTrainer:
         if self.saved_step != self.step:
             self.save()
 
+    def close(self) -> None:
+        """Leave the process group, DDP's wrapper first. Never left, gloo's threads outlive the interpreter and
+        abort the process ("terminate called without an active exception": one 2-process run in eight); left
+        while the wrapper lives, the wrapper's reducer later ends the group holding the GIL, which gloo's
+        threads wait for (a hang)."""
+        self.wrapped = None
+        self.accelerator.free_memory()
+        self.accelerator.end_training()
+
     def _step(self, micro_batches: list[list[Pair]]) -> float | None:
         """One optimiser step on the global micro-batches; returns the step's loss (None: no usable pair)."""
         local = [self._batch(self._slice(pairs)) for pairs in micro_batches]

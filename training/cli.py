@@ -212,15 +212,18 @@ def blip(settings: Settings, data: Path, images: Path | None, out: Path, caption
     log = MetricsLog(out / "metrics.jsonl", append=resume or not main)
     trainer = BlipTrainer(model, processor, dataset, train_pairs, valid_pairs, out, config,
                           torch.device(_device_for(settings, device)), log, bf16=bf16)
-    if resume:
-        trainer.resume()
-        say(f"resuming at step {trainer.step} of {trainer.total_steps}", err=True)
-    say(f"training on {len(train_pairs)} pairs, validating on {len(valid_pairs)} ({trainer.processes} × "
-        f"{trainer.device.type}, {'bf16' if trainer.dtype else 'fp32'}{', vision frozen' if freeze_vision else ''})",
-        err=True)
-    say(f"global batch {trainer.global_batch} pairs a step ({batch_size} per process × {grad_accum} accumulated "
-        f"× {trainer.processes} processes), learning rate {lr:g}", err=True)
-    trainer.run()
+    try:
+        if resume:
+            trainer.resume()
+            say(f"resuming at step {trainer.step} of {trainer.total_steps}", err=True)
+        say(f"training on {len(train_pairs)} pairs, validating on {len(valid_pairs)} ({trainer.processes} × "
+            f"{trainer.device.type}, {'bf16' if trainer.dtype else 'fp32'}"
+            f"{', vision frozen' if freeze_vision else ''})", err=True)
+        say(f"global batch {trainer.global_batch} pairs a step ({batch_size} per process × {grad_accum} "
+            f"accumulated × {trainer.processes} processes), learning rate {lr:g}", err=True)
+        trainer.run()
+    finally:
+        trainer.close()
     if dataset.broken:
         say(dataset.report(), err=True)
     if main:
