@@ -12,8 +12,8 @@ every caption runs to the token limit: timings are the worst case. The CLAP toke
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import image2mood.models._torchvision  # noqa: F401  (first: lets transformers and open_clip import torchvision)
@@ -78,4 +78,6 @@ def full_size_set(target: Path) -> Path:
 
 
 if __name__ == "__main__":
-    print(full_size_set(Path(sys.argv[1])))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dir", type=Path, help="where the model set goes (written once)")
+    print(full_size_set(parser.parse_args().dir))
