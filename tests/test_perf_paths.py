@@ -334,3 +334,26 @@ def test_bf16_keeps_clip_image_and_clap_text_vectors_within_their_cosine_of_fp32
     assert next(text16.model.text_model.parameters()).dtype == torch.bfloat16
     for a, b in zip(text32, vectors16, strict=True):
         assert _cosine(a, b) >= VECTOR_COSINE
+
+
+# How an exit skips the interpreter's last full collection: everything is frozen out of the collector's reach,
+# on the error paths too (a command that fails after loading torch exits as slowly otherwise).
+_FROZEN = """
+import gc, sys
+from image2mood_cli.main import main
+sys.argv = ["image2mood", *sys.argv[1:]]
+try:
+    main()
+finally:
+    print(gc.get_freeze_count() > 1000)
+"""
+
+
+@pytest.mark.parametrize("args", [["--version"], ["index", "/no/such/folder"]])
+def test_the_command_leaves_its_objects_out_of_the_last_collection(args: list[str], cli_env: dict[str, str]) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _FROZEN, *args], env=cli_env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.splitlines()[-1] == "True", (done.stdout, done.stderr)
