@@ -55,8 +55,9 @@ def main() -> None:
         click.echo("interrupted", err=True)
         sys.exit(130)
     finally:
-        # The interpreter's last full collection walks every object torch and transformers made, to free
-        # memory the process is about to give back: 0.3-1.1 s of each exit (bench/README.md, "Fourth round").
+        # The interpreter's last full collection walks every object torch and transformers made, to free memory
+        # the process is about to give back: 0.3-1.1 s of an exit once torch is loaded (bench/README.md,
+        # "Fourth round").
         gc.freeze()
 
 

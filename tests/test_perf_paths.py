@@ -7,6 +7,8 @@ import http.client
 import io
 import json
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -351,9 +353,6 @@ finally:
 
 @pytest.mark.parametrize("args", [["--version"], ["index", "/no/such/folder"]])
 def test_the_command_leaves_its_objects_out_of_the_last_collection(args: list[str], cli_env: dict[str, str]) -> None:
-    import subprocess
-    import sys
-
     done = subprocess.run([sys.executable, "-c", _FROZEN, *args], env=cli_env, capture_output=True, text=True,
                           timeout=120)
     assert done.stdout.splitlines()[-1] == "True", (done.stdout, done.stderr)
