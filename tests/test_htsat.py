@@ -92,3 +92,4 @@ def test_a_grid_the_windows_do_not_tile_runs_transformers_code(dimensions: tuple
     for mine, theirs in zip(ours[:2], reference[:2], strict=True):
         torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
     assert ours[2] == reference[2]
+

@@ -7,9 +7,9 @@ that computes the same thing:
 
 - the tokens stay in the window order of the block at hand; the next block's order (its shift) is one
   gather from this one, and the stage's end one gather back to the image's order;
-- the attention is one ``scaled_dot_product_attention`` call (the CPU flash kernel) on query, key and value
-  as strided views of the projection's output (no copy), with the relative position bias, plus a shifted
-  block's mask, as its float mask, built once per stage size and dtype;
+- the attention runs on query, key and value as strided views of the projection's output (no copy), with
+  the relative position bias, plus a shifted block's mask, built once per stage size and dtype; on a CPU a
+  few samples' windows at a time, so that their scores stay in cache;
 - query, key and value come from one matrix product; on a CPU (bf16 or fp32) the linear layers run through oneDNN
   with their bias, the GELU and the residual add inside the product, their weights reordered once for it
   (``torch.ops.mkldnn._linear_pointwise``, what ``torch.compile`` emits for them).
@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+import image2mood.models._torchvision  # noqa: F401  (first: lets transformers import torchvision)
 
 import torch
 from torch.nn import functional as F
 from transformers.models.clap.modeling_clap import ClapAudioLayer, ClapAudioSelfAttention, ClapAudioStage
 
 _SHIFT_MASK = -100.0  # transformers' value between tokens of different regions of a shifted window
+_CHUNK = 64  # windows a pass of the attention takes (whole samples): 64 × heads × 64² scores, 2–8 MB in bf16
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
@@ -41,19 +44,6 @@ class _Plan:
     back: torch.Tensor  # gather from the last block's order into the image's
     masks: tuple[torch.Tensor, ...]  # per block: [1 (no shift) or windows, heads, tokens, tokens]
     linears: tuple[_Linears, ...]  # per block
-    batched: dict[int, torch.Tensor] = field(default_factory=dict)  # block → shifted mask, most samples seen
-
-    def mask(self, block: int, samples: int) -> torch.Tensor:
-        """Block ``block``'s mask for ``samples × windows`` windows: broadcast, or repeated for each sample."""
-        mask = self.masks[block]
-        if mask.shape[0] == 1:
-            return mask
-        rows = samples * self.windows
-        repeated = self.batched.get(block)
-        if repeated is None or repeated.shape[0] < rows:
-            with torch.inference_mode(False), torch.no_grad():  # a plain tensor, as the plan's own
-                repeated = self.batched[block] = mask.repeat(samples, 1, 1, 1)
-        return repeated[:rows]
 
 
 class _Linear:
@@ -100,10 +90,10 @@ class _Linears:
 def use_fast_stages(model: torch.nn.Module) -> int:
     """Give every ``ClapAudioStage`` in ``model`` the lean ``forward``; returns how many."""
     swapped = 0
-    for stage in model.modules():
-        if isinstance(stage, ClapAudioStage):
-            stage.__dict__["_image2mood_plans"] = {}
-            stage.forward = types.MethodType(stage_forward, stage)
+    for module in model.modules():
+        if isinstance(module, ClapAudioStage):
+            module.__dict__["_image2mood_plans"] = {}
+            module.forward = types.MethodType(stage_forward, module)
             swapped += 1
     return swapped
 
@@ -115,8 +105,8 @@ def stage_forward(self: ClapAudioStage, hidden_states: torch.Tensor, input_dimen
     if plan is None:
         return type(self).forward(self, hidden_states, input_dimensions, output_attentions, always_partition)
     x = hidden_states
-    for i, (block, order, linears) in enumerate(zip(self.blocks, plan.orders, plan.linears, strict=True)):
-        x = _block(block, x.index_select(1, order), plan.mask(i, x.shape[0]), linears, plan.windows)
+    for block, order, mask, linears in zip(self.blocks, plan.orders, plan.masks, plan.linears, strict=True):
+        x = _block(block, x.index_select(1, order), mask, linears, plan.windows)
     before = x.index_select(1, plan.back)
     height, width = input_dimensions
     if self.downsample is None:
@@ -134,10 +124,25 @@ def _block(block: ClapAudioLayer, x: torch.Tensor, mask: torch.Tensor, linears: 
     tokens = length // windows
     stacked = linears.qkv(block.layernorm_before(x)).view(batch * windows, tokens, 3, heads, size)
     query, key, value = stacked.permute(2, 0, 3, 1, 4).unbind(0)  # [windows, heads, tokens, size] views
-    context = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
-    context = context.transpose(1, 2).reshape(batch, length, channels)
+    context = _attend(query, key, value, mask, size ** -0.5, windows).view(batch, length, channels)
     x = linears.output(context, residual=x)
     return linears.outer(linears.inner(block.layernorm_after(x)), residual=x)
+
+
+def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, scale: float,
+            windows: int) -> torch.Tensor:
+    """``softmax(query keyᵀ · scale + mask) value`` for ``[samples × windows, heads, tokens, size]`` inputs and a
+    sample's mask (``[1 or windows, heads, tokens, tokens]``), returned as ``[samples × windows, tokens, heads,
+    size]``. On a CPU whole samples at a time, about ``_CHUNK`` windows, so that a chunk's scores stay in cache:
+    1.6–1.7× faster than one ``scaled_dot_product_attention`` call over all the windows (bench/attention.py)."""
+    out = query.new_empty(query.shape[0], query.shape[2], query.shape[1], query.shape[3])
+    step = windows * max(1, _CHUNK // windows) if query.is_cpu else query.shape[0]
+    for start in range(0, query.shape[0], step):
+        end = start + step
+        scores = torch.matmul(query[start:end], key[start:end].transpose(-1, -2)).mul_(scale)
+        scores.view(-1, windows, *scores.shape[1:]).add_(mask)
+        out[start:end] = torch.matmul(scores.softmax(-1), value[start:end]).transpose(1, 2)
+    return out
 
 
 def _plan(stage: ClapAudioStage, dimensions: tuple[int, int], x: torch.Tensor) -> _Plan | None:
