@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from transformers import ClapAudioConfig, ClapAudioModelWithProjection
-from transformers.models.clap.modeling_clap import ClapAudioSelfAttention, ClapAudioStage
+from transformers.models.clap.modeling_clap import ClapAudioPatchEmbed, ClapAudioSelfAttention, ClapAudioStage
 
 from image2mood.models.clap import ClapEncoder
 from image2mood.models.htsat import use_fast_stages
@@ -93,3 +93,18 @@ def test_a_grid_the_windows_do_not_tile_runs_transformers_code(dimensions: tuple
         torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
     assert ours[2] == reference[2]
 
+
+def test_the_patch_embedding_hands_its_tokens_to_the_norm_without_a_copy() -> None:
+    """Its convolution writes channels-last, so the flattened tokens are contiguous as they reach the norm."""
+    model = _shifting_model()
+    embed = next(module for module in model.modules() if isinstance(module, ClapAudioPatchEmbed))
+    seen: list[bool] = []
+    embed.norm.register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    features = torch.randn(2, 1, 1001, 64)
+    is_longer = torch.zeros((2, 1), dtype=torch.bool)
+    with torch.inference_mode():
+        reference = model(input_features=features, is_longer=is_longer).audio_embeds
+        use_fast_stages(model)
+        ours = model(input_features=features, is_longer=is_longer).audio_embeds
+    assert seen == [False, True]
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)

@@ -14,6 +14,10 @@ that computes the same thing:
   with their bias, the GELU and the residual add inside the product, their weights reordered once for it
   (``torch.ops.mkldnn._linear_pointwise``, what ``torch.compile`` emits for them).
 
+The patch embedding's convolution gets channels-last weights, so that it writes channels-last: its output,
+flattened to tokens, is then contiguous and its norm reads it without a transposing copy (19–21 → 7–8.5
+ms for 8 windows, in bf16).
+
 A stage whose windows do not tile its grid, or a call asking for attention probabilities, runs
 transformers' own code.
 """
@@ -28,7 +32,8 @@ import image2mood.models._torchvision  # noqa: F401  (first: lets transformers i
 
 import torch
 from torch.nn import functional as F
-from transformers.models.clap.modeling_clap import ClapAudioLayer, ClapAudioSelfAttention, ClapAudioStage
+from transformers.models.clap.modeling_clap import (ClapAudioLayer, ClapAudioPatchEmbed, ClapAudioSelfAttention,
+                                                    ClapAudioStage)
 
 _SHIFT_MASK = -100.0  # transformers' value between tokens of different regions of a shifted window
 _CHUNK = 64  # windows a pass of the attention takes (whole samples): 64 × heads × 64² scores, 2–8 MB in bf16
@@ -88,13 +93,16 @@ class _Linears:
 
 
 def use_fast_stages(model: torch.nn.Module) -> int:
-    """Give every ``ClapAudioStage`` in ``model`` the lean ``forward``; returns how many."""
+    """Give every ``ClapAudioStage`` in ``model`` the lean ``forward``, and its patch embedding's convolution
+    channels-last weights; returns how many stages."""
     swapped = 0
     for module in model.modules():
         if isinstance(module, ClapAudioStage):
             module.__dict__["_image2mood_plans"] = {}
             module.forward = types.MethodType(stage_forward, module)
             swapped += 1
+        elif isinstance(module, ClapAudioPatchEmbed):
+            module.proj.to(memory_format=torch.channels_last)
     return swapped
 
 
