@@ -132,32 +132,42 @@ def all_unchanged(store: SongStore, paths: Iterable[Path]) -> IndexReport | None
 
 
 class PendingEncoder:
-    """The CLAP encoder before it loads: its sample rate read from the model's files, so that the first
-    songs decode while torch and transformers import (about 4 s); :meth:`loaded` loads it once, on the
-    thread that embeds, when the first song needs it (a run with nothing new never loads it)."""
+    """The CLAP encoder before it loads: its sample rate read from the model's files, so that songs decode
+    while torch and transformers import (about 3 s). :meth:`start` begins the load on a thread of its own: on a
+    first run (an empty store) as the first file starts decoding, else once a song has decoded, so that a run
+    with nothing new, or nothing decodable, never loads it; :meth:`loaded` waits for it."""
 
     def __init__(self, facts: ClapFacts, load: Callable[[], ClapEncoder]) -> None:
         self.facts, self._load = facts, load
-        self._encoder: ClapEncoder | None = None
-        self._lock = threading.Lock()  # embedding workers ask at once: one loads
+        self._encoder: Future[ClapEncoder] | None = None
+        self._lock = threading.Lock()  # the decoding and the embedding threads may ask at once: one loads
 
     @property
     def sample_rate(self) -> int:
         return self.facts.sample_rate
 
-    def loaded(self) -> ClapEncoder:
+    def start(self) -> Future[ClapEncoder]:
+        """The load, begun on the first call."""
         with self._lock:
-            return self._load_once()
+            if self._encoder is None:
+                self._encoder = Future()
+                threading.Thread(target=self._load_into, args=(self._encoder,), name="load-clap").start()
+            return self._encoder
 
-    def _load_once(self) -> ClapEncoder:
-        if self._encoder is None:
+    def loaded(self) -> ClapEncoder:
+        return self.start().result()
+
+    def _load_into(self, future: Future[ClapEncoder]) -> None:
+        try:
             encoder = self._load()
             if (encoder.sample_rate, encoder.dim) != (self.facts.sample_rate, self.facts.dim):
                 raise ModelLoadError(f"CLAP model {self.facts.name} takes {encoder.sample_rate} Hz audio and makes "
                                      f"{encoder.dim}-d vectors, but its files said {self.facts.sample_rate} Hz and "
                                      f"{self.facts.dim}-d; fetch the model again")
-            self._encoder = encoder
-        return self._encoder
+        except BaseException as exc:  # handed to every caller of loaded()
+            future.set_exception(exc)
+        else:
+            future.set_result(encoder)
 
 
 def _say(line: str) -> None:
@@ -246,6 +256,8 @@ class Indexer:
             known = self.by_hash.get(facts.content_hash)
             if known is not None and not self.lacks_windows(self.known[known]):
                 return facts  # same content stored under another path: reuse its vectors
+            if not self.known and isinstance(self.encoder, PendingEncoder):
+                self.encoder.start()  # a first run, where nearly every file is new: load while this one decodes
             return prepare(facts, self.settings, self.encoder.sample_rate)
         except (Image2MoodError, OSError) as exc:
             return _Failed(path, str(exc))

@@ -326,16 +326,22 @@ def test_clap_facts_read_without_torch_match_the_loaded_model(settings: Settings
                           check=True).stdout.strip() == "False"
 
 
-def test_songs_decode_while_the_model_loads_and_a_run_without_new_songs_never_loads_it(
+def test_a_first_run_loads_the_model_as_songs_decode_and_a_run_without_new_songs_never_loads_it(
         tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
     library = make_library(tmp_path / "music")
     decoded: list[Path] = []
-    monkeypatch.setattr(pipeline, "prepare", lambda facts, *a: decoded.append(facts.path) or prepare(facts, *a))
+    monkeypatch.setattr(pipeline, "prepare", lambda facts, *a: (prepare(facts, *a), decoded.append(facts.path))[0])
+    started: list[int] = []
+    start = PendingEncoder.start
+    monkeypatch.setattr(PendingEncoder, "start", lambda self: started.append(len(decoded)) or start(self))
     loads: list[int] = []
-    encoder = _pending(settings, lambda: loads.append(len(decoded)))
+    encoder = _pending(settings, lambda: time.sleep(0.3) or loads.append(len(decoded)))  # a slow load
     with open_store(settings.store, info=store_info(encoder.facts, settings)) as s:
         assert Indexer(s, encoder, settings, warn=lambda line: None).run([library]).indexed == GOOD
-        assert len(loads) == 1 and loads[0] >= 1  # at least the first song was decoded before the model loaded
+        assert started[0] == 0  # an empty store: asked for before the first song had decoded
+        assert len(loads) == 1 and loads[0] >= 1  # songs decoded while it loaded
         shutil.copy(library / "plain song.wav", library / "copy of plain song.wav")  # new path, known content
         loads.clear()
         again = Indexer(s, _pending(settings, lambda: loads.append(0)), settings, warn=lambda line: None).run([library])
