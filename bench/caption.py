@@ -57,7 +57,7 @@ def main() -> None:
 
     assert torch.equal(generate(), loop()), "the loop's tokens differ from generate's"
     print(f"load {os.getloadavg()[0]:.2f}, {torch.get_num_threads()} threads, {blip.max_new_tokens} tokens, "
-          f"{blip.image_size} px, bf16 vision {blip.bf16}, int8 decoder {blip.int8_decoder}")
+          f"{blip.image_size} px, bf16 {blip.bf16}, int8 vision tower and decoder {blip.int8}")
     for _ in range(2):
         print(f"generate {p50_ms(generate, args.runs):.0f} ms  loop {p50_ms(loop, args.runs):.0f} ms  "
               f"(vision tower and pixels {p50_ms(features, args.runs):.0f} ms)")

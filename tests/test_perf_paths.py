@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
 
 from conftest import run_cli, serving
+
 from image2mood.config import Settings
 from image2mood.library import song_id, store_info
 from image2mood.models.blip import Captioner
@@ -202,9 +204,12 @@ def test_reduced_precision_keeps_blips_features_and_logits_within_their_cosine_o
     blip = resolve_model("blip", str(tiny_models / "blip"))
     fp32 = Captioner(blip, precision="fp32")
     reduced = Captioner(blip, precision=precision)
-    assert not (fp32.bf16 or fp32.int8_decoder)
-    assert reduced.bf16 == (precision == "bf16" or (precision == "auto" and cpu_has_fast_bf16()))
-    assert reduced.int8_decoder == (precision != "bf16")
+    assert not (fp32.bf16 or fp32.int8)
+    assert reduced.bf16 == (precision == "bf16")  # on a CPU, auto is int8 (fp32 activations)
+    assert reduced.int8 == (precision != "bf16")
+    int8_layers = [sum(isinstance(m, Int8Linear) for m in tower.modules())
+                   for tower in (reduced.model.vision_model, reduced.model.text_decoder)]
+    assert all(int8_layers) if reduced.int8 else not any(int8_layers)
     rng = np.random.default_rng(3)
     photos = [Image.fromarray((rng.random((96, 128, 3)) * 255).astype(np.uint8)) for _ in range(2)]
     tokens = fp32.processor.tokenizer(["a photo of a dog on the beach at sunset"] * 2, return_tensors="pt")
@@ -336,6 +341,23 @@ def test_bf16_keeps_clip_image_and_clap_text_vectors_within_their_cosine_of_fp32
     assert next(text16.model.text_model.parameters()).dtype == torch.bfloat16
     for a, b in zip(text32, vectors16, strict=True):
         assert _cosine(a, b) >= VECTOR_COSINE
+
+
+def test_clap_text_tower_takes_int8_weights_on_a_cpu_at_its_first_use(tiny_models: Path) -> None:
+    """``auto`` on a CPU: the text tower's Linear layers int8 once text is embedded (never for audio alone),
+    its vectors within their cosine of fp32."""
+    clap = resolve_model("clap", str(tiny_models / "clap"))
+    texts = ["rain on a quiet night", "a loud summer party", "sunrise over the sea"]
+    text32 = ClapEncoder(clap, text_precision="fp32").encode_text(texts)
+    auto = ClapEncoder(clap, text_precision="auto")
+    auto.encode_windows([np.zeros(4800, np.float32)])
+    assert not any(isinstance(m, Int8Linear) for m in auto.model.text_model.modules())
+    vectors = auto.encode_text(texts)
+    assert sum(isinstance(m, Int8Linear) for m in auto.model.text_model.modules()) > 0
+    assert isinstance(auto.model.text_projection.linear1, Int8Linear)
+    for a, b in zip(text32, vectors, strict=True):
+        assert _cosine(a, b) >= VECTOR_COSINE
+    assert not np.array_equal(text32, vectors)  # int8 really ran
 
 
 # How an exit skips the interpreter's last full collection: everything is frozen out of the collector's reach,

@@ -1,9 +1,9 @@
 """Reduced precision where the hardware does it fast: bf16 on CUDA and on CPUs with AVX512-BF16 or AMX, and
-int8 weights for BLIP's text decoder on a CPU.
+int8 weights, on a CPU, for the models that answer a photo a few rows at a time.
 
-``IMAGE2MOOD_PRECISION``: ``auto`` (bf16 where fast, else fp32; on a CPU, BLIP's decoder in int8), ``fp32``,
-``bf16`` (bf16 everywhere) or ``int8`` (fp32, with int8 weights for BLIP's decoder and CLAP's audio tower's
-Linear layers). The tests check that each keeps the models' outputs within a stated cosine of fp32
+``IMAGE2MOOD_PRECISION``: ``auto`` (bf16 where fast, else fp32; on a CPU, BLIP, CLAP's text tower and the
+NLLB translator with int8 Linear weights), ``fp32``, ``bf16`` (bf16 everywhere) or ``int8`` (fp32, with int8
+Linear weights for those and for CLAP's audio tower). The tests check that each keeps the models' outputs within a stated cosine of fp32
 (tests/test_perf_paths.py, tests/test_precision_int8.py).
 
 Why ``auto`` leaves CLAP's audio tower in bf16, not int8, on a CPU with AMX: measured on the full-size
@@ -45,8 +45,11 @@ def uses_bf16(precision: Precision, device: torch.device) -> bool:
     return precision == "bf16"
 
 
-def uses_int8_decoder(precision: Precision, device: torch.device) -> bool:
-    """Whether BLIP's text decoder runs with int8 weights (dynamic quantisation: CPU only)."""
+def uses_int8_weights(precision: Precision, device: torch.device) -> bool:
+    """Whether BLIP (vision tower and decoder), CLAP's text tower and the NLLB translator run their Linear layers
+    with int8 weights (dynamic quantisation: CPU only). They see one photo's few hundred rows, or a token's
+    one, at a time, where int8's matrix products outrun bf16's: BLIP's vision tower 1.16× bf16's speed for one
+    photo and 1.26× for eight, CLAP's text tower 1.4× for one caption, BLIP's decoder twice (bench/README.md)."""
     return device.type == "cpu" and precision in ("auto", "int8")
 
 
@@ -57,7 +60,8 @@ def uses_int8_audio(precision: Precision, device: torch.device) -> bool:
 
 
 def int8_linears(module: torch.nn.Module) -> torch.nn.Module:
-    """``module`` with every ``Linear`` layer dynamically quantised: int8 weights, activations quantised per call."""
+    """``module``, in place, with every ``Linear`` layer dynamically quantised: int8 weights, activations
+    quantised per call (in place: no second copy of the weights while it converts)."""
     with warnings.catch_warnings():  # torch marks its eager quantisation API as deprecated; it still works
         warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
-        return torch.ao.quantization.quantize_dynamic(module.float(), {torch.nn.Linear}, torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(module.float(), {torch.nn.Linear}, torch.qint8, inplace=True)

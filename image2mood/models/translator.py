@@ -13,7 +13,6 @@ from __future__ import annotations
 import image2mood.models._torchvision  # noqa: F401  (first: lets transformers import torchvision)
 
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -22,7 +21,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from image2mood.errors import ModelLoadError
 from image2mood.models.loading import checked_tokenizer, load_or_explain
-from image2mood.models.precision import Precision, uses_bf16, uses_int8_decoder
+from image2mood.models.precision import Precision, int8_linears, uses_bf16, uses_int8_weights
 from image2mood.models.resolve import ResolvedModel
 
 ENGLISH = "eng_Latn"
@@ -46,10 +45,8 @@ class Translator:
         if self.tokenizer.convert_tokens_to_ids(ENGLISH) == self.tokenizer.unk_token_id:
             raise ModelLoadError(f"the tokenizer of NLLB translator {resolved.spec!r} in {folder} has no language "
                                  f"code {ENGLISH}: it is not an NLLB-200 tokenizer")
-        if uses_int8_decoder(precision, self.device):
-            with warnings.catch_warnings():  # torch marks its eager quantisation API as deprecated; it still works
-                warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
-                self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, torch.qint8)
+        if uses_int8_weights(precision, self.device):
+            self.model = int8_linears(self.model)
         elif uses_bf16(precision, self.device):
             self.model = self.model.to(torch.bfloat16)
         self.model = self.model.to(self.device)
