@@ -8,8 +8,8 @@ about a third of the vision compute.
 the vision tower and the text decoder in int8 (dynamic quantisation), elsewhere bf16 where the hardware is
 fast at it. Decoding reads every weight once a token, so fewer bytes a weight is the speed: int8 decoded
 about twice as fast as bf16 and four times as fast as fp32 here (bf16 autocast, which casts fp32 weights at
-every step, was slower than fp32); the vision tower ran 1.16× bf16's speed for one photo and 1.26× for
-eight. Embeddings and norms stay fp32.
+every step, was slower than fp32); the vision tower ran 1.2–1.3× bf16's speed for one photo or eight.
+Embeddings and norms stay fp32.
 
 Decoding is :func:`greedy`, a lean loop over the decoder's own layers with its own key/value cache, not
 transformers' ``generate``: the same operations in the same order, so the same tokens, without the

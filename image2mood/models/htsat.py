@@ -15,8 +15,8 @@ that computes the same thing:
   (``torch.ops.mkldnn._linear_pointwise``, what ``torch.compile`` emits for them).
 
 The patch embedding's convolution gets channels-last weights, so that it writes channels-last: its output,
-flattened to tokens, is then contiguous and its norm reads it without a transposing copy (19–21 → 7–8.5
-ms for 8 windows, in bf16).
+flattened to tokens, is then contiguous and its norm reads it without a transposing copy (convolution and
+norm 19–21 → 7–8.5 ms for 8 windows in bf16).
 
 A stage whose windows do not tile its grid, or a call asking for attention probabilities, runs
 transformers' own code.

@@ -3,8 +3,8 @@ int8 weights, on a CPU, for the models that answer a photo a few rows at a time.
 
 ``IMAGE2MOOD_PRECISION``: ``auto`` (bf16 where fast, else fp32; on a CPU, BLIP, CLAP's text tower and the
 NLLB translator with int8 Linear weights), ``fp32``, ``bf16`` (bf16 everywhere) or ``int8`` (fp32, with int8
-Linear weights for those and for CLAP's audio tower). The tests check that each keeps the models' outputs within a stated cosine of fp32
-(tests/test_perf_paths.py, tests/test_precision_int8.py).
+Linear weights for those and for CLAP's audio tower). The tests check that each keeps the models' outputs
+within a stated cosine of fp32 (tests/test_perf_paths.py, tests/test_precision_int8.py).
 
 Why ``auto`` leaves CLAP's audio tower in bf16, not int8, on a CPU with AMX: measured on the full-size
 HTSAT-tiny (bench/README.md, issue 26), 8 windows on one thread took 0.58 s of CPU in bf16, 1.40–1.55 s with
@@ -48,8 +48,8 @@ def uses_bf16(precision: Precision, device: torch.device) -> bool:
 def uses_int8_weights(precision: Precision, device: torch.device) -> bool:
     """Whether BLIP (vision tower and decoder), CLAP's text tower and the NLLB translator run their Linear layers
     with int8 weights (dynamic quantisation: CPU only). They see one photo's few hundred rows, or a token's
-    one, at a time, where int8's matrix products outrun bf16's: BLIP's vision tower 1.16× bf16's speed for one
-    photo and 1.26× for eight, CLAP's text tower 1.4× for one caption, BLIP's decoder twice (bench/README.md)."""
+    one, at a time, where int8's matrix products outrun bf16's: BLIP's vision tower 1.2–1.3× bf16's speed for
+    one photo or eight, CLAP's text tower 1.3–1.4× for one caption, BLIP's decoder twice (bench/README.md)."""
     return device.type == "cpu" and precision in ("auto", "int8")
 
 
