@@ -137,9 +137,9 @@ class Settings(BaseSettings):
     )
     precision: PrecisionName = Field(
         default=DEFAULT_SET.precision, description="Number format of BLIP, CLIP's image tower and CLAP's two towers: auto = bf16 where the "
-        "CPU (AVX512-BF16, AMX) or GPU computes it fast, else fp32, and on a CPU BLIP's text decoder in int8; "
-        "bf16 = bf16 everywhere; int8 = fp32 with int8 weights in BLIP's decoder and CLAP's audio tower; fp32 = full "
-        "precision.",
+        "CPU (AVX512-BF16, AMX) or GPU computes it fast, else fp32, and on a CPU int8 weights in BLIP (vision tower "
+        "and decoder), CLAP's text tower and the translator; bf16 = bf16 everywhere; int8 = fp32 with int8 weights in "
+        "those and in CLAP's audio tower; fp32 = full precision.",
     )
     max_image_pixels: int = Field(default=210_000_000, ge=1, description="Largest photo accepted (pixels).")
     max_decode_mb: int = Field(
