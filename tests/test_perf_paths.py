@@ -352,7 +352,9 @@ def test_clap_text_tower_takes_int8_weights_on_a_cpu_at_its_first_use(tiny_model
     auto = ClapEncoder(clap, text_precision="auto")
     auto.encode_windows([np.zeros(4800, np.float32)])
     assert not any(isinstance(m, Int8Linear) for m in auto.model.text_model.modules())
+    tower = auto.model.text_model
     vectors = auto.encode_text(texts)
+    assert auto.model.text_model is tower  # converted in place: no second copy of its weights meanwhile
     assert sum(isinstance(m, Int8Linear) for m in auto.model.text_model.modules()) > 0
     assert isinstance(auto.model.text_projection.linear1, Int8Linear)
     for a, b in zip(text32, vectors, strict=True):

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
 
 from conftest import run_cli
 from image2mood.config import CAPTION_LANGUAGES, Settings
@@ -34,6 +35,7 @@ def test_the_tiny_set_holds_an_nllb_translator_of_the_real_architecture(tiny_mod
     assert len(translator.tokenizer) == config["vocab_size"]  # 204 language codes among them
     for code in (ENGLISH, KOREAN, "jpn_Jpan", "zho_Hant"):
         assert translator.language_id(code) != translator.tokenizer.unk_token_id
+    assert any(isinstance(m, Int8Linear) for m in translator.model.modules())  # auto on a CPU: int8 weights
     settings = Settings(_env_file=None, models=tiny_models)
     assert settings.model_spec("translator") == str(tiny_models / "translator")
     assert factory.translator(settings) is factory.translator(settings)  # loaded once per process
