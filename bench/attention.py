@@ -1,5 +1,5 @@
 """HTSAT's window attention: one ``scaled_dot_product_attention`` call over all the windows against
-image2mood's chunked one (``image2mood.models.htsat._attend``), on each stage's shapes for 8 CLAP windows of
+image2mood's chunked one (``image2mood.models.swin._attend``), on each stage's shapes for 8 CLAP windows of
 the full-size HTSAT-tiny, in bf16 on one thread: ms a call (p50 of the rounds, the two alternating) and the
 largest difference from an fp32 reference.
 
@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
-from image2mood.models.htsat import _attend
+from image2mood.models.swin import _attend
 
 # Per stage of HTSAT-tiny for 8 windows (a 64×64 token grid, 8×8-token windows, head size 24):
 # (name, windows a sample, heads, whether a block of it is shifted)

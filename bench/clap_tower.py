@@ -1,6 +1,6 @@
-"""CLAP's audio tower with transformers' Swin stages vs ours (image2mood/models/htsat.py): wall
-seconds for 8 windows (p50 of several rounds, the two alternating), and each window vector's cosine to fp32
-with transformers' stages, on the full-size random HTSAT-tiny.
+"""CLAP's audio tower through transformers' ``ClapModel`` vs ours (image2mood/models/htsat.py): wall seconds
+for 8 windows (p50 of several rounds, alternating), and each window vector's cosine to transformers' in fp32,
+on the full-size random HTSAT-tiny; both take the same log-mel.
 
 Run by hand (never in CI): ``.venv/bin/python bench/clap_tower.py [--models DIR] [--rounds N] [--threads N]``.
 """
@@ -16,20 +16,32 @@ from pathlib import Path
 
 from query import full_models
 
+import image2mood.models._torchvision  # noqa: F401  (first: lets transformers import torchvision)
+
 import numpy as np
 import torch
-from transformers.models.clap.modeling_clap import ClapAudioStage
+from transformers import ClapModel
 
-from image2mood.models.clap import ClapEncoder
+from image2mood.models.clap import ClapEncoder, laion_quantise
 from image2mood.models.resolve import ResolvedModel
+from image2mood.vectors import l2_normalise
 
 
-def transformers_stages(encoder: ClapEncoder) -> ClapEncoder:
-    """``encoder`` with transformers' own stages back (undoes the swap)."""
-    for module in encoder.model.modules():
-        if isinstance(module, ClapAudioStage):
-            module.__dict__.pop("forward", None)
-    return encoder
+class TransformersTower:
+    """transformers' ``ClapModel`` audio tower in ``dtype``, on ``encoder``'s log-mel."""
+
+    def __init__(self, encoder: ClapEncoder, dtype: torch.dtype) -> None:
+        self.encoder, self.dtype = encoder, dtype
+        self.model = ClapModel.from_pretrained(encoder.resolved.folder).eval()
+        self.model.audio_model.to(dtype)
+        self.model.audio_projection.to(dtype)
+
+    @torch.inference_mode()
+    def encode_windows(self, windows: list[np.ndarray]) -> np.ndarray:
+        features = self.encoder.log_mel([laion_quantise(w) for w in windows]).to(self.dtype)
+        longer = torch.zeros((len(windows), 1), dtype=torch.bool)
+        out = self.model.get_audio_features(input_features=features, is_longer=longer).pooler_output
+        return l2_normalise(out.float().numpy())
 
 
 def main() -> None:
@@ -42,10 +54,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     folder = full_models(args.models) / "clap"
     resolved = ResolvedModel("clap", str(folder), folder)
-    encoders = {"bf16 transformers": transformers_stages(ClapEncoder(resolved, precision="bf16")),
-                "bf16 ours": ClapEncoder(resolved, precision="bf16"),
-                "fp32 transformers": transformers_stages(ClapEncoder(resolved, precision="fp32")),
-                "fp32 ours": ClapEncoder(resolved, precision="fp32")}
+    ours = {precision: ClapEncoder(resolved, precision=precision) for precision in ("bf16", "fp32")}
+    encoders = {"bf16 transformers": TransformersTower(ours["bf16"], torch.bfloat16), "bf16 ours": ours["bf16"],
+                "fp32 transformers": TransformersTower(ours["fp32"], torch.float32), "fp32 ours": ours["fp32"]}
     rng, t = np.random.default_rng(0), np.arange(encoders["bf16 ours"].window_samples) / 48_000
     windows = [(0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
                for i in range(8)]

@@ -133,7 +133,7 @@ def all_unchanged(store: SongStore, paths: Iterable[Path]) -> IndexReport | None
 
 class PendingEncoder:
     """The CLAP encoder before it loads: its sample rate read from the model's files, so that songs decode
-    while torch and transformers import (about 3 s). :meth:`start` begins the load on a thread of its own: on a
+    while torch imports and the audio tower loads (about 1.2 s). :meth:`start` begins the load on a thread of its own: on a
     first run (an empty store) as the first file starts decoding, else once a song has decoded, so that a run
     with nothing new, or nothing decodable, never loads it; :meth:`loaded` waits for it."""
 

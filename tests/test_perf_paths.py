@@ -334,29 +334,26 @@ def test_bf16_keeps_clip_image_and_clap_text_vectors_within_their_cosine_of_fp32
     texts = ["rain on a quiet night", "a loud summer party", "sunrise over the sea"]
     text32 = ClapEncoder(clap, text_precision="fp32").encode_text(texts)
     text16 = ClapEncoder(clap, text_precision="bf16")
-    assert next(text16.model.text_model.parameters()).dtype == torch.float32  # untouched until text is embedded
     text16.encode_windows([np.zeros(4800, np.float32)])  # as the indexer does: audio only
-    assert next(text16.model.text_model.parameters()).dtype == torch.float32
+    assert text16._text is None  # the text tower is not even loaded
     vectors16 = text16.encode_text(texts)
-    assert next(text16.model.text_model.parameters()).dtype == torch.bfloat16
+    assert next(text16.text.model.parameters()).dtype == torch.bfloat16
     for a, b in zip(text32, vectors16, strict=True):
         assert _cosine(a, b) >= VECTOR_COSINE
 
 
 def test_clap_text_tower_takes_int8_weights_on_a_cpu_at_its_first_use(tiny_models: Path) -> None:
-    """``auto`` on a CPU: the text tower's Linear layers int8 once text is embedded (never for audio alone),
-    its vectors within their cosine of fp32."""
+    """``auto`` on a CPU: the text tower loads with int8 Linear layers once text is embedded (never for audio
+    alone), its vectors within their cosine of fp32."""
     clap = resolve_model("clap", str(tiny_models / "clap"))
     texts = ["rain on a quiet night", "a loud summer party", "sunrise over the sea"]
     text32 = ClapEncoder(clap, text_precision="fp32").encode_text(texts)
     auto = ClapEncoder(clap, text_precision="auto")
     auto.encode_windows([np.zeros(4800, np.float32)])
-    assert not any(isinstance(m, Int8Linear) for m in auto.model.text_model.modules())
-    tower = auto.model.text_model
+    assert auto._text is None and not any(isinstance(m, Int8Linear) for m in auto.audio.modules())
     vectors = auto.encode_text(texts)
-    assert auto.model.text_model is tower  # converted in place: no second copy of its weights meanwhile
-    assert sum(isinstance(m, Int8Linear) for m in auto.model.text_model.modules()) > 0
-    assert isinstance(auto.model.text_projection.linear1, Int8Linear)
+    assert sum(isinstance(m, Int8Linear) for m in auto.text.model.text_model.modules()) > 0
+    assert isinstance(auto.text.model.text_projection.linear1, Int8Linear)
     for a, b in zip(text32, vectors, strict=True):
         assert _cosine(a, b) >= VECTOR_COSINE
     assert not np.array_equal(text32, vectors)  # int8 really ran

@@ -29,15 +29,14 @@ def _windows(samples: int) -> list[np.ndarray]:
 
 
 def _int8_layers(encoder: ClapEncoder) -> int:
-    return sum(isinstance(m, Int8Linear) for m in encoder.model.audio_model.modules()) + \
-        sum(isinstance(m, Int8Linear) for m in encoder.model.audio_projection.modules())
+    return sum(isinstance(m, Int8Linear) for m in encoder.audio.modules())
 
 
 def test_int8_clap_window_vectors_stay_within_their_cosine_of_fp32(tiny_models: Path) -> None:
     clap = resolve_model("clap", str(tiny_models / "clap"))
     fp32, int8 = ClapEncoder(clap, precision="fp32"), ClapEncoder(clap, precision="int8")
     assert int8.int8_audio and not fp32.int8_audio
-    linears = sum(isinstance(m, torch.nn.Linear) for m in fp32.model.audio_model.modules())
+    linears = sum(isinstance(m, torch.nn.Linear) for m in fp32.audio.modules())
     assert _int8_layers(int8) >= linears > 0  # every Linear of the tower (and the projection's) is int8
     windows = _windows(fp32.window_samples)
     full, reduced = fp32.encode_windows(windows), int8.encode_windows(windows)

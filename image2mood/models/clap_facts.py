@@ -1,7 +1,7 @@
 """What a CLAP model folder says about itself, read from its JSON files without importing torch.
 
 The indexer needs a model's sample rate (to decode) and what a store records (name, fingerprint,
-dimension, preprocessing) before the model loads, so that decoding runs while torch and transformers import.
+dimension, preprocessing) before the model loads, so that decoding runs while torch imports.
 """
 
 from __future__ import annotations
@@ -35,16 +35,23 @@ class ClapFacts:
 
 def read_clap_facts(resolved: ResolvedModel) -> ClapFacts:
     """The facts of a resolved CLAP folder; a file that is not JSON is a ModelLoadError naming it."""
-    config = _json(resolved.folder / "config.json")
-    features = _json(resolved.folder / "preprocessor_config.json")
-    if not features:  # newer transformers keep the feature extractor's settings in processor_config.json
-        features = _json(resolved.folder / "processor_config.json").get("feature_extractor", {})
+    config = read_json(resolved.folder / "config.json")
+    features = feature_settings(resolved.folder)
     return ClapFacts(name=resolved.spec, fingerprint=model_fingerprint(resolved),
                      dim=int(config.get("projection_dim", DEFAULT_DIM)),
                      sample_rate=int(features.get("sampling_rate", DEFAULT_SAMPLE_RATE)))
 
 
-def _json(path: Path) -> dict[str, Any]:
+def feature_settings(folder: Path) -> dict[str, Any]:
+    """The settings of the folder's feature extractor, as its file holds them (empty where it has none)."""
+    found = read_json(folder / "preprocessor_config.json")
+    if not found:  # newer transformers keep the feature extractor's settings in processor_config.json
+        found = read_json(folder / "processor_config.json").get("feature_extractor", {})
+    return found
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A model folder's JSON object (empty where the file is missing); a ModelLoadError names a broken one."""
     if not path.is_file():
         return {}
     try:

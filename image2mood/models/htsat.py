@@ -1,243 +1,271 @@
-"""HTSAT's Swin stages (CLAP's audio tower) with fewer passes over memory than transformers' code.
+"""CLAP's audio tower (HTSAT and its projection) in torch alone, its weights read by name from the model folder.
 
-transformers' ``ClapAudioLayer`` rolls the tokens, cuts them into windows, attends, puts the windows back
-and rolls back (six copies of the activations a block), builds its shift mask on every call and computes
-the attention scores in five passes. :func:`use_fast_stages` gives each ``ClapAudioStage`` a ``forward``
-that computes the same thing:
+``index`` needs only this half of CLAP. Importing transformers' CLAP modelling costs 2 s (it pulls in
+``torch.distributed.tensor``, ``torch._dynamo`` and sympy), all of it before a run's first song can be embedded;
+this module imports torch alone. Its modules carry transformers' attribute names, so the folder's weights
+(``model.safetensors``, its shards, or ``pytorch_model.bin``) load by name, and the tests hold its vectors to
+transformers' ``ClapModel.get_audio_features``. Its Swin stages run :mod:`image2mood.models.swin`'s way, in
+fewer passes over memory than transformers' code, and its patch embedding's convolution has channels-last weights,
+so it writes channels-last: its output, flattened to tokens, is contiguous and its norm reads it without a
+transposing copy (convolution and norm 19–21 → 7–8.5 ms for 8 windows in bf16).
 
-- the tokens stay in the window order of the block at hand; the next block's order (its shift) is one
-  gather from this one, and the stage's end one gather back to the image's order;
-- the attention runs on query, key and value as strided views of the projection's output (no copy), with
-  the relative position bias, plus a shifted block's mask, built once per stage size and dtype; on a CPU a
-  few samples' windows at a time, so that their scores stay in cache;
-- query, key and value come from one matrix product; on a CPU (bf16 or fp32) the linear layers run through oneDNN
-  with their bias, the GELU and the residual add inside the product, their weights reordered once for it
-  (``torch.ops.mkldnn._linear_pointwise``, what ``torch.compile`` emits for them).
-
-The patch embedding's convolution gets channels-last weights, so that it writes channels-last: its output,
-flattened to tokens, is then contiguous and its norm reads it without a transposing copy (convolution and
-norm 19–21 → 7–8.5 ms for 8 windows in bf16).
-
-A stage whose windows do not tile its grid, or a call asking for attention probabilities, runs
-transformers' own code.
+A fusion model ("clap-htsat-fused") runs its global branch only, as transformers' does for windows no longer than
+the model's, which is all ``ClapEncoder`` gives it. A configuration real CLAP checkpoints do not have (windows that
+do not tile a stage's grid, another activation) is refused with its reason.
 """
 
 from __future__ import annotations
 
-import types
-from collections.abc import Callable
-from dataclasses import dataclass
-
-import image2mood.models._torchvision  # noqa: F401  (first: lets transformers import torchvision)
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 from torch.nn import functional as F
-from transformers.models.clap.modeling_clap import (ClapAudioLayer, ClapAudioPatchEmbed, ClapAudioSelfAttention,
-                                                    ClapAudioStage)
 
-_SHIFT_MASK = -100.0  # transformers' value between tokens of different regions of a shifted window
-_CHUNK = 64  # windows a pass of the attention takes (whole samples): 64 × heads × 64² scores, 2–8 MB in bf16
-_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+from image2mood.models.swin import run_stage
 
-
-@dataclass(frozen=True)
-class _Plan:
-    """A stage's gathers and attention masks for one grid size and dtype."""
-
-    windows: int  # windows a sample
-    orders: tuple[torch.Tensor, ...]  # per block: gather from the previous order (the image's, first) into its own
-    back: torch.Tensor  # gather from the last block's order into the image's
-    masks: tuple[torch.Tensor, ...]  # per block: [1 (no shift) or windows, heads, tokens, tokens]
-    linears: tuple[_Linears, ...]  # per block
-
-
-class _Linear:
-    """``layer(x)``, then ``activation``, then ``+ residual``: for a bf16 or fp32 ``nn.Linear`` on a CPU (with no
-    activation or transformers' exact GELU) one oneDNN call, its weight reordered once for ``rows``-row inputs;
-    else the separate steps."""
-
-    def __init__(self, layer: torch.nn.Module, rows: int, activation: Callable | None = None) -> None:
-        self.layer, self.activation = layer, activation
-        self.fused = (_ONEDNN and type(layer) is torch.nn.Linear and layer.weight.device.type == "cpu"
-                      and layer.weight.dtype in (torch.bfloat16, torch.float32)
-                      and (activation is None or getattr(activation, "act", None) is F.gelu))
-        if self.fused:
-            self.weight = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), rows)
-            self.bias = None if layer.bias is None else layer.bias.detach()
-
-    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        if not self.fused:
-            out = self.layer(x)
-            if self.activation is not None:
-                out = self.activation(out)
-            return out if residual is None else out + residual
-        flat = x.reshape(-1, x.shape[-1])
-        if residual is not None:
-            out = torch.ops.mkldnn._linear_pointwise.binary(flat, residual.reshape(flat.shape[0], -1), self.weight,
-                                                           self.bias, "add")
-        elif self.activation is not None:
-            out = torch.ops.mkldnn._linear_pointwise(flat, self.weight, self.bias, "gelu", [], "none")
-        else:
-            out = torch.ops.mkldnn._linear_pointwise(flat, self.weight, self.bias, "none", [], "")
-        return out.view(*x.shape[:-1], -1)
+_UNUSED = (".relative_position_index", ".patch_embed.fusion_model.", ".patch_embed.mel_conv2d.")
+"""Checkpoint entries the tower does not take: an index it computes, and a fusion model's long-input branch."""
 
 
 @dataclass(frozen=True)
-class _Linears:
-    """A block's linear layers, ready to call: query-key-value, attention output, MLP in and out."""
+class HtsatConfig:
+    """The audio tower's shape: the ``audio_config`` of a CLAP ``config.json``, with transformers'
+    ``ClapAudioConfig`` defaults where it is silent (a test holds them equal)."""
 
-    qkv: _Linear
-    output: _Linear
-    inner: _Linear
-    outer: _Linear
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_attention_heads: tuple[int, ...] = (4, 8, 16, 32)
+    patch_embeds_hidden_size: int = 96
+    window_size: int = 8
+    spec_size: int = 256
+    num_mel_bins: int = 64
+    patch_size: int = 4
+    patch_stride: tuple[int, int] = (4, 4)
+    patch_embed_input_channels: int = 1
+    enable_fusion: bool = False
+    fusion_type: str | None = None
+    enable_patch_layer_norm: bool = True
+    flatten_patch_embeds: bool = True
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    layer_norm_eps: float = 1e-5
+    hidden_act: str = "gelu"
+    hidden_size: int = 768
+    projection_dim: int = 512
+    projection_hidden_act: str = "relu"
 
+    @classmethod
+    def from_model_config(cls, config: dict[str, Any]) -> HtsatConfig:
+        """The tower of a CLAP ``config.json`` (a ``ClapModel``'s, or an audio tower's own); ValueError says what
+        this module does not run."""
+        audio = dict(config.get("audio_config") or config)
+        for key in ("projection_dim", "projection_hidden_act"):  # ClapConfig hands its own to both towers
+            if key in config:
+                audio[key] = config[key]
+        values = {f.name: audio[f.name] for f in fields(cls) if audio.get(f.name) is not None}
+        for key in ("depths", "num_attention_heads"):
+            values[key] = tuple(values.get(key, getattr(cls, key)))
+        stride = values.get("patch_stride", cls.patch_stride)
+        values["patch_stride"] = (stride, stride) if isinstance(stride, int) else tuple(stride)
+        made = cls(**values)
+        made.check()
+        return made
 
-def use_fast_stages(model: torch.nn.Module) -> int:
-    """Give every ``ClapAudioStage`` in ``model`` the lean ``forward``, and its patch embedding's convolution
-    channels-last weights; returns how many stages."""
-    swapped = 0
-    for module in model.modules():
-        if isinstance(module, ClapAudioStage):
-            module.__dict__["_image2mood_plans"] = {}
-            module.forward = types.MethodType(stage_forward, module)
-            swapped += 1
-        elif isinstance(module, ClapAudioPatchEmbed):
-            module.proj.to(memory_format=torch.channels_last)
-    return swapped
+    @property
+    def grid(self) -> int:
+        """The patch grid's side: the spectrogram image's side over the patch stride."""
+        return self.spec_size // self.patch_stride[0]
 
-
-def stage_forward(self: ClapAudioStage, hidden_states: torch.Tensor, input_dimensions: tuple[int, int],
-                  output_attentions: bool | None = False, always_partition: bool | None = False) -> tuple:
-    """``ClapAudioStage.forward``: the blocks, then the patch merging; the same outputs."""
-    plan = None if output_attentions or always_partition else _plan(self, input_dimensions, hidden_states)
-    if plan is None:
-        return type(self).forward(self, hidden_states, input_dimensions, output_attentions, always_partition)
-    x = hidden_states
-    for block, order, mask, linears in zip(self.blocks, plan.orders, plan.masks, plan.linears, strict=True):
-        x = _block(block, x.index_select(1, order), mask, linears, plan.windows)
-    before = x.index_select(1, plan.back)
-    height, width = input_dimensions
-    if self.downsample is None:
-        return before, before, (height, width, height, width)
-    return (self.downsample(before, input_dimensions), before,
-            (height, width, (height + 1) // 2, (width + 1) // 2))
-
-
-def _block(block: ClapAudioLayer, x: torch.Tensor, mask: torch.Tensor, linears: _Linears,
-           windows: int) -> torch.Tensor:
-    """One Swin block on ``x`` ``[batch, tokens, channels]``, already in its window order."""
-    attention = block.attention.self
-    batch, length, channels = x.shape
-    heads, size = attention.num_attention_heads, attention.attention_head_size
-    tokens = length // windows
-    stacked = linears.qkv(block.layernorm_before(x)).view(batch * windows, tokens, 3, heads, size)
-    query, key, value = stacked.permute(2, 0, 3, 1, 4).unbind(0)  # [windows, heads, tokens, size] views
-    context = _attend(query, key, value, mask, size ** -0.5, windows).view(batch, length, channels)
-    x = linears.output(context, residual=x)
-    return linears.outer(linears.inner(block.layernorm_after(x)), residual=x)
-
-
-def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, scale: float,
-            windows: int) -> torch.Tensor:
-    """``softmax(query keyᵀ · scale + mask) value`` for ``[samples × windows, heads, tokens, size]`` inputs and a
-    sample's mask (``[1 or windows, heads, tokens, tokens]``), returned as ``[samples × windows, tokens, heads,
-    size]``. On a CPU whole samples at a time, about ``_CHUNK`` windows, so that a chunk's scores stay in cache:
-    1.6–1.7× faster than one ``scaled_dot_product_attention`` call over all the windows (bench/attention.py)."""
-    out = query.new_empty(query.shape[0], query.shape[2], query.shape[1], query.shape[3])
-    step = windows * max(1, _CHUNK // windows) if query.is_cpu else query.shape[0]
-    for start in range(0, query.shape[0], step):
-        end = start + step
-        scores = torch.matmul(query[start:end], key[start:end].transpose(-1, -2)).mul_(scale)
-        scores.view(-1, windows, *scores.shape[1:]).add_(mask)
-        out[start:end] = torch.matmul(scores.softmax(-1), value[start:end]).transpose(1, 2)
-    return out
+    def check(self) -> None:
+        unsupported = []
+        if (self.hidden_act, self.projection_hidden_act) != ("gelu", "relu"):
+            unsupported.append(f"activations {self.hidden_act}/{self.projection_hidden_act} (CLAP's are gelu/relu)")
+        if self.fusion_type == "channel_map" or self.patch_embed_input_channels != 1 or not self.flatten_patch_embeds:
+            unsupported.append("a patch embedding other than CLAP's")
+        if (self.patch_stride[0] != self.patch_stride[1] or self.spec_size % self.num_mel_bins
+                or self.spec_size // (self.spec_size // self.num_mel_bins) != self.num_mel_bins):
+            unsupported.append(f"a {self.spec_size}-wide spectrogram image of {self.num_mel_bins} mels")
+        for i in range(len(self.depths)):
+            side = self.grid >> i
+            if side % min(self.window_size, side) or (self.window_size > side and i < len(self.depths) - 1):
+                unsupported.append(f"stage {i}'s {side}×{side} grid in {self.window_size}-token windows")
+        if unsupported:
+            raise ValueError("this CLAP audio tower has " + "; ".join(unsupported))
 
 
-def _plan(stage: ClapAudioStage, dimensions: tuple[int, int], x: torch.Tensor) -> _Plan | None:
-    """The stage's plan for this grid and dtype, made once; None where transformers' code must run."""
-    key = (tuple(dimensions), x.dtype, x.device)
-    plans = stage.__dict__["_image2mood_plans"]
-    if key not in plans:
-        with torch.inference_mode(False), torch.no_grad():  # plain tensors: usable outside inference mode too
-            plans[key] = _make_plan(stage, dimensions, x.dtype, x.device, x.shape[0] * x.shape[1])
-    return plans[key]
+class HtsatTower(nn.Module):
+    """CLAP's audio tower: log-mels ``[n, 1, frames, mels]`` in, L2-normalised CLAP vectors ``[n, dim]`` out."""
 
-
-def _make_plan(stage: ClapAudioStage, dimensions: tuple[int, int], dtype: torch.dtype, device: torch.device,
-               rows: int) -> _Plan | None:
-    height, width = dimensions
-    orders, masks, previous = [], [], None
-    for block in stage.blocks:
-        window, shift = block.window_size, block.shift_size
-        if min(height, width) <= window:  # transformers: one window covers the grid, nothing shifts
-            window, shift = min(height, width), 0
-        if window != block.attention.self.window_size[0] or height % window or width % window:
-            return None
-        source = _window_order(height, width, window, shift).to(device)
-        orders.append(source if previous is None else previous[source])
-        previous = torch.empty_like(source)
-        previous[source] = torch.arange(len(source), device=device)
-        masks.append(_mask(block.attention.self, height, width, window, shift, dtype, device))
-    windows = (height // window) * (width // window)
-    return _Plan(windows, tuple(orders), previous, tuple(masks), tuple(_linears(block, rows) for block in stage.blocks))
-
-
-def _linears(block: ClapAudioLayer, rows: int) -> _Linears:
-    attention = block.attention.self
-    layers = (attention.query, attention.key, attention.value)
-    qkv = _stacked(*layers) if all(type(layer) is torch.nn.Linear for layer in layers) else _Concatenated(*layers)
-    return _Linears(_Linear(qkv, rows), _Linear(block.attention.output.dense, rows),
-                    _Linear(block.intermediate.dense, rows, block.intermediate.intermediate_act_fn),
-                    _Linear(block.output.dense, rows))
-
-
-def _window_order(height: int, width: int, window: int, shift: int) -> torch.Tensor:
-    """For each token in window order (window by window, row by row in each), its index in the image grid
-    after transformers' cyclic shift by ``-shift`` (``torch.roll``) and ``window_partition``."""
-    rows = ((torch.arange(height) + shift) % height).view(height // window, 1, window, 1)
-    cols = ((torch.arange(width) + shift) % width).view(1, width // window, 1, window)
-    return (rows * width + cols).reshape(-1)
-
-
-def _mask(attention: ClapAudioSelfAttention, height: int, width: int, window: int, shift: int,
-          dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The relative position bias, ``[1, heads, tokens, tokens]``, or with a shifted block's region mask added,
-    ``[windows, heads, tokens, tokens]``."""
-    tokens = window * window
-    table = attention.relative_position_bias_table.detach()
-    bias = table[attention.relative_position_index.view(-1)].view(tokens, tokens, -1).permute(2, 0, 1)
-    windows = (height // window) * (width // window)
-    if not shift:
-        return bias.to(dtype).unsqueeze(0).contiguous().to(device)
-    # transformers' regions of the shifted grid: 0 before the last window, 1 in it up to the shift, 2 after
-    regions = []
-    for size in (height, width):
-        place = torch.arange(size)
-        regions.append((place >= size - window).long() + (place >= size - shift).long())
-    grid = regions[0].view(height // window, 1, window, 1) * 3 + regions[1].view(1, width // window, 1, window)
-    region = grid.reshape(windows, tokens)
-    apart = (region.unsqueeze(1) != region.unsqueeze(2)).float() * _SHIFT_MASK  # [windows, tokens, tokens]
-    mask = bias.float().unsqueeze(0) + apart.unsqueeze(1)
-    return mask.to(dtype).contiguous().to(device)
-
-
-def _stacked(*layers: torch.nn.Linear) -> torch.nn.Linear:
-    """Linear layers on the same input as one (a copy of their weights), outputs side by side."""
-    first = layers[0]
-    stacked = torch.nn.Linear(first.in_features, sum(layer.out_features for layer in layers),
-                              bias=first.bias is not None, device=first.weight.device, dtype=first.weight.dtype)
-    stacked.weight.copy_(torch.cat([layer.weight for layer in layers]))
-    if stacked.bias is not None:
-        stacked.bias.copy_(torch.cat([layer.bias for layer in layers]))
-    return stacked.requires_grad_(False)
-
-
-class _Concatenated(torch.nn.Module):
-    """Layers on the same input (int8 ones, which cannot be stacked), outputs side by side."""
-
-    def __init__(self, *layers: torch.nn.Module) -> None:
+    def __init__(self, config: HtsatConfig) -> None:
         super().__init__()
-        self.parts = layers  # a plain tuple: not registered, the block owns them
+        self.config = config
+        self.audio_model = _Holder(audio_encoder=_Encoder(config))
+        self.audio_projection = _Projection(config)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.audio_projection(self.audio_model.audio_encoder(features)), dim=-1)
+
+    @classmethod
+    def load(cls, folder: Path) -> HtsatTower:
+        """The tower of the CLAP model in ``folder``, in eval mode; errors name what is missing or unsupported."""
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        with torch.device("meta"):  # no random initialisation: every tensor comes from the checkpoint
+            tower = cls(HtsatConfig.from_model_config(config))
+        weights = {k: v for k, v in read_weights(folder, ("audio_model.", "audio_projection.")).items()
+                   if not any(part in k for part in _UNUSED)}
+        tower.load_state_dict(weights, strict=True, assign=True)
+        return tower.channels_last().eval().requires_grad_(False)
+
+    def channels_last(self) -> HtsatTower:
+        """The patch embedding's convolution with channels-last weights (see the module docstring)."""
+        self.audio_model.audio_encoder.patch_embed.proj.to(memory_format=torch.channels_last)
+        return self
+
+
+def read_weights(folder: Path, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The tensors under ``prefixes`` in ``folder``'s checkpoint: ``model.safetensors``, the shards its index
+    names, or ``pytorch_model.bin``."""
+    from safetensors import safe_open
+
+    index = folder / "model.safetensors.index.json"
+    if (folder / "model.safetensors").is_file():
+        files = [folder / "model.safetensors"]
+    elif index.is_file():
+        files = [folder / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    elif (folder / "pytorch_model.bin").is_file():
+        state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True, mmap=True)
+        return {k: v for k, v in state.items() if k.startswith(prefixes)}
+    else:
+        raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {folder}")
+    weights = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as checkpoint:
+            for key in checkpoint.keys():
+                if key.startswith(prefixes):
+                    weights[key] = checkpoint.get_tensor(key)
+    return weights
+
+
+class _Holder(nn.Module):
+    """Submodules under the names transformers gives them, so that checkpoint keys match."""
+
+    def __init__(self, /, **parts: nn.Module) -> None:  # positional-only: "self" is one of the names
+        super().__init__()
+        for name, part in parts.items():
+            setattr(self, name, part)
+
+
+class _Encoder(nn.Module):
+    """transformers' ``ClapAudioEncoder`` for windows no longer than the model's: its pooled output."""
+
+    def __init__(self, config: HtsatConfig) -> None:
+        super().__init__()
+        self.spec_size, self.freq_ratio = config.spec_size, config.spec_size // config.num_mel_bins
+        width = config.patch_embeds_hidden_size
+        self.patch_embed = _PatchEmbed(config)
+        last = len(config.depths) - 1
+        self.layers = nn.ModuleList(
+            _Stage(config, width << i, config.grid >> i, depth, heads, merge=i < last)
+            for i, (depth, heads) in enumerate(zip(config.depths, config.num_attention_heads, strict=True)))
+        self.batch_norm = nn.BatchNorm2d(config.num_mel_bins)
+        self.norm = nn.LayerNorm(width << last)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.batch_norm(features.transpose(1, 3)).transpose(1, 3)
+        x = self.patch_embed(self._image(x))
+        for stage in self.layers:
+            x = stage(x)
+        # transformers regroups the tokens into frequency bands, then averages all of them: their mean
+        return self.norm(x).mean(1)
+
+    def _image(self, x: torch.Tensor) -> torch.Tensor:
+        """transformers' ``reshape_mel2img``: ``[n, c, frames, mels]`` stretched to ``spec_size × freq_ratio``
+        frames, folded into a square ``spec_size`` image."""
+        batch, channels, frames, mels = x.shape
+        width = self.spec_size * self.freq_ratio
+        if frames > width:
+            raise ValueError(f"the log-mel has {frames} frames; the model takes at most {width}")
+        if frames < width:
+            x = F.interpolate(x, (width, mels), mode="bicubic", align_corners=True)
+        x = x.reshape(batch, channels * self.freq_ratio, width // self.freq_ratio, mels).permute(0, 1, 3, 2)
+        return x.contiguous().reshape(batch, channels, mels * self.freq_ratio, width // self.freq_ratio)
+
+
+class _PatchEmbed(nn.Module):
+    def __init__(self, config: HtsatConfig) -> None:
+        super().__init__()
+        size, stride = config.patch_size, config.patch_stride
+        self.proj = nn.Conv2d(1, config.patch_embeds_hidden_size, kernel_size=size, stride=stride,
+                              padding=((size - stride[0]) // 2, (size - stride[1]) // 2))
+        self.norm = nn.LayerNorm(config.patch_embeds_hidden_size) if config.enable_patch_layer_norm else nn.Identity()
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(image).flatten(2).transpose(1, 2))
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, window: int, bias: bool) -> None:
+        super().__init__()
+        self.num_attention_heads, self.attention_head_size, self.window_size = heads, dim // heads, window
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
+        self.query, self.key, self.value = (nn.Linear(dim, dim, bias=bias) for _ in range(3))
+
+
+class _Block(nn.Module):
+    """A Swin block's weights (transformers' ``ClapAudioLayer``); :mod:`image2mood.models.swin` runs it."""
+
+    def __init__(self, config: HtsatConfig, dim: int, heads: int, window: int, shift: int) -> None:
+        super().__init__()
+        self.window_size, self.shift_size = window, shift
+        inner = int(config.mlp_ratio * dim)
+        self.layernorm_before = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.attention = _Holder(self=_SelfAttention(dim, heads, window, config.qkv_bias),
+                                 output=_Holder(dense=nn.Linear(dim, dim)))
+        self.layernorm_after = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.intermediate = _Holder(dense=nn.Linear(dim, inner))
+        self.output = _Holder(dense=nn.Linear(inner, dim))
+
+
+class _Stage(nn.Module):
+    """Swin blocks on a ``side × side`` grid, every second one shifted, then (but for the last) a patch merging."""
+
+    def __init__(self, config: HtsatConfig, dim: int, side: int, depth: int, heads: int, merge: bool) -> None:
+        super().__init__()
+        window = min(config.window_size, side)  # one window covering the grid: transformers shifts nothing
+        shift = config.window_size // 2 if side > config.window_size else 0
+        self.side = side
+        self.blocks = nn.ModuleList(_Block(config, dim, heads, window, shift if i % 2 else 0) for i in range(depth))
+        self.downsample = _PatchMerging(dim) if merge else None
+        self.plans: dict[tuple[torch.dtype, torch.device], object] = {}  # run_stage's, by dtype and device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([layer(x) for layer in self.parts], -1)
+        x = run_stage(self, x)
+        return x if self.downsample is None else self.downsample(x, self.side)
+
+
+class _PatchMerging(nn.Module):
+    """Each 2×2 patch's four tokens side by side, normed and reduced to twice the width."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = nn.LayerNorm(4 * dim)
+
+    def forward(self, x: torch.Tensor, side: int) -> torch.Tensor:
+        batch, _, channels = x.shape
+        grid = x.view(batch, side, side, channels)
+        merged = torch.cat([grid[:, row::2, col::2, :] for col in range(2) for row in range(2)], dim=-1)
+        return self.reduction(self.norm(merged.view(batch, -1, 4 * channels)))
+
+
+class _Projection(nn.Module):
+    def __init__(self, config: HtsatConfig) -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(config.hidden_size, config.projection_dim)
+        self.linear2 = nn.Linear(config.projection_dim, config.projection_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear2(F.relu(self.linear1(x)))
