@@ -113,13 +113,20 @@ def test_every_checkpoint_layout_loads_the_same_weights(tmp_path: Path) -> None:
             assert torch.equal(HtsatTower.load(folder)(features), reference)
 
 
-def test_a_folder_without_weights_or_with_an_unsupported_tower_is_refused_by_name(tmp_path: Path) -> None:
+def test_a_folder_without_weights_with_broken_ones_or_an_unsupported_tower_is_refused_by_name(tmp_path: Path) -> None:
     _reference(tmp_path / "good")
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "config.json").write_text((tmp_path / "good" / "config.json").read_text())
     with pytest.raises(ModelLoadError, match=r"no model\.safetensors or pytorch_model\.bin in .*empty"):
         ClapEncoder(ResolvedModel("clap", str(empty), empty))
+    for name in ("model.safetensors", "pytorch_model.bin"):  # cut short, as an interrupted download leaves it
+        broken = tmp_path / name.split(".")[0]
+        broken.mkdir()
+        (broken / "config.json").write_text((tmp_path / "good" / "config.json").read_text())
+        (broken / name).write_bytes((tmp_path / "good" / "model.safetensors").read_bytes()[:1000])
+        with pytest.raises(ModelLoadError, match=rf"in {broken} could not be loaded \(OSError: cannot read .*{name}"):
+            ClapEncoder(ResolvedModel("clap", str(broken), broken))
     config = json.loads((tmp_path / "good" / "config.json").read_text())
     config["audio_config"] = {**config.get("audio_config", config), "window_size": 12}
     with pytest.raises(ValueError, match=r"stage 0's 64×64 grid in 12-token windows"):

@@ -17,6 +17,7 @@ do not tile a stage's grid, another activation) is refused with its reason.
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -127,8 +128,8 @@ class HtsatTower(nn.Module):
 
 def read_weights(folder: Path, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """The tensors under ``prefixes`` in ``folder``'s checkpoint: ``model.safetensors``, the shards its index
-    names, or ``pytorch_model.bin``."""
-    from safetensors import safe_open
+    names, or ``pytorch_model.bin``. A file that does not read is an OSError naming it."""
+    from safetensors import SafetensorError, safe_open
 
     index = folder / "model.safetensors.index.json"
     if (folder / "model.safetensors").is_file():
@@ -136,16 +137,20 @@ def read_weights(folder: Path, prefixes: tuple[str, ...]) -> dict[str, torch.Ten
     elif index.is_file():
         files = [folder / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
     elif (folder / "pytorch_model.bin").is_file():
-        state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True, mmap=True)
-        return {k: v for k, v in state.items() if k.startswith(prefixes)}
+        files = [folder / "pytorch_model.bin"]
     else:
         raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {folder}")
     weights = {}
     for file in files:
-        with safe_open(str(file), framework="pt") as checkpoint:
-            for key in checkpoint.keys():
-                if key.startswith(prefixes):
-                    weights[key] = checkpoint.get_tensor(key)
+        try:
+            if file.suffix == ".bin":
+                state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+                weights.update((k, v) for k, v in state.items() if k.startswith(prefixes))
+                continue
+            with safe_open(str(file), framework="pt") as checkpoint:
+                weights.update((k, checkpoint.get_tensor(k)) for k in checkpoint.keys() if k.startswith(prefixes))
+        except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError) as e:
+            raise OSError(f"cannot read {file}: {e}") from e
     return weights
 
 
