@@ -81,6 +81,7 @@ class HtsatConfig:
         return self.spec_size // self.patch_stride[0]
 
     def check(self) -> None:
+        """Raise ValueError naming what this module does not run (no real CLAP checkpoint has it)."""
         unsupported = []
         if (self.hidden_act, self.projection_hidden_act) != ("gelu", "relu"):
             unsupported.append(f"activations {self.hidden_act}/{self.projection_hidden_act} (CLAP's are gelu/relu)")
@@ -91,7 +92,7 @@ class HtsatConfig:
             unsupported.append(f"a {self.spec_size}-wide spectrogram image of {self.num_mel_bins} mels")
         for i in range(len(self.depths)):
             side = self.grid >> i
-            if side % min(self.window_size, side) or (self.window_size > side and i < len(self.depths) - 1):
+            if side % self.window_size:  # also a grid smaller than one window
                 unsupported.append(f"stage {i}'s {side}×{side} grid in {self.window_size}-token windows")
         if unsupported:
             raise ValueError("this CLAP audio tower has " + "; ".join(unsupported))
@@ -239,8 +240,8 @@ class _Stage(nn.Module):
 
     def __init__(self, config: HtsatConfig, dim: int, side: int, depth: int, heads: int, merge: bool) -> None:
         super().__init__()
-        window = min(config.window_size, side)  # one window covering the grid: transformers shifts nothing
-        shift = config.window_size // 2 if side > config.window_size else 0
+        window = config.window_size
+        shift = window // 2 if side > window else 0  # one window covering the grid: transformers shifts nothing
         self.side = side
         self.blocks = nn.ModuleList(_Block(config, dim, heads, window, shift if i % 2 else 0) for i in range(depth))
         self.downsample = _PatchMerging(dim) if merge else None
