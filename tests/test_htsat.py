@@ -127,7 +127,18 @@ def test_a_folder_without_weights_with_broken_ones_or_an_unsupported_tower_is_re
         (broken / name).write_bytes((tmp_path / "good" / "model.safetensors").read_bytes()[:1000])
         with pytest.raises(ModelLoadError, match=rf"in {broken} could not be loaded \(OSError: cannot read .*{name}"):
             ClapEncoder(ResolvedModel("clap", str(broken), broken))
+    model = ClapAudioModelWithProjection.from_pretrained(tmp_path / "good")
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith("layers.1.downsample.norm.bias")}
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    (renamed / "config.json").write_text((tmp_path / "good" / "config.json").read_text())
+    save_file(state, str(renamed / "model.safetensors"))
+    with pytest.raises(ModelLoadError, match=r"not HTSAT's: no audio_model\.audio_encoder\.layers\.1\.downsample\.norm\.bias"):
+        ClapEncoder(ResolvedModel("clap", str(renamed), renamed))
     config = json.loads((tmp_path / "good" / "config.json").read_text())
+    (renamed / "config.json").write_text(json.dumps({**config, "patch_embeds_hidden_size": 8}))
+    with pytest.raises(ModelLoadError, match=r"\(ValueError: size mismatch for audio_model\."):
+        ClapEncoder(ResolvedModel("clap", str(renamed), renamed))
     config["audio_config"] = {**config.get("audio_config", config), "window_size": 12}
     with pytest.raises(ValueError, match=r"stage 0's 64×64 grid in 12-token windows"):
         HtsatConfig.from_model_config(config)

@@ -118,7 +118,14 @@ class HtsatTower(nn.Module):
             tower = cls(HtsatConfig.from_model_config(config))
         weights = {k: v for k, v in read_weights(folder, ("audio_model.", "audio_projection.")).items()
                    if not any(part in k for part in _UNUSED)}
-        tower.load_state_dict(weights, strict=True, assign=True)
+        try:
+            missing, unexpected = tower.load_state_dict(weights, strict=False, assign=True)
+        except RuntimeError as e:  # a shape that differs: its line, not the header above it
+            raise ValueError(str(e).splitlines()[-1].strip()) from e
+        if missing or unexpected:
+            found = [f"no {missing[0]} (of {len(missing)} missing)"] if missing else []
+            found += [f"an unknown {unexpected[0]} (of {len(unexpected)})"] if unexpected else []
+            raise ValueError(f"its audio weights are not HTSAT's: {', '.join(found)}")
         return tower.channels_last().eval().requires_grad_(False)
 
     def channels_last(self) -> HtsatTower:
