@@ -80,7 +80,7 @@ class _DecodeMemory:
         try:
             yield
         finally:
-            _release_freed_memory()
+            _release_freed_memory(cost)
             with self._free:
                 self._used -= cost
                 self._free.notify_all()
@@ -93,10 +93,20 @@ except (OSError, AttributeError, TypeError):  # pragma: no cover - other C libra
     _MALLOC_TRIM = None
 
 
-def _release_freed_memory() -> None:
-    """Hand the memory a decode freed back to the system (glibc keeps it per thread otherwise, so each
-    server thread would hold on to its largest decode)."""
-    if _MALLOC_TRIM is not None:
+_TRIM_AT_ONCE = 64 * MB  # a decode estimated at this or more (24-MP JPEGs stay under it) trims at once
+_TRIM_EVERY_S = 1.0  # the others: at most this often
+_trimmed = [0.0]  # when the last trim ran (time.monotonic())
+
+
+def _release_freed_memory(cost: int) -> None:
+    """Hand the memory decodes freed back to the system: glibc keeps it per thread otherwise, so each server
+    thread would hold on to its largest decode (8 threads decoding 1080p and 24-MP photos kept 150–270 MB). A big
+    decode trims at once, the others at most every :data:`_TRIM_EVERY_S` (between two, 8 threads held up to
+    130 MB more than trimming every time): trimming after every photo cost 8 clients 4–12 % of their photos/s in
+    four alternating pairs (the trim itself, then the lane's allocations faulting their pages back in)."""
+    now = time.monotonic()
+    if _MALLOC_TRIM is not None and (cost >= _TRIM_AT_ONCE or now - _trimmed[0] >= _TRIM_EVERY_S):
+        _trimmed[0] = now
         _MALLOC_TRIM(0)
 
 
