@@ -133,9 +133,9 @@ def all_unchanged(store: SongStore, paths: Iterable[Path]) -> IndexReport | None
 
 class PendingEncoder:
     """The CLAP encoder before it loads: its sample rate read from the model's files, so that songs decode
-    while torch imports and the audio tower loads (about 1.2 s). :meth:`start` begins the load on a thread of its own: on a
-    first run (an empty store) as the first file starts decoding, else once a song has decoded, so that a run
-    with nothing new, or nothing decodable, never loads it; :meth:`loaded` waits for it."""
+    while torch imports and the audio tower loads (about 1.2 s). :meth:`start` begins the load on a thread of its
+    own: on a first run (an empty store) as the first file starts decoding, else once a song has decoded, so that
+    a run with nothing new, or nothing decodable, never loads it; :meth:`loaded` waits for it."""
 
     def __init__(self, facts: ClapFacts, load: Callable[[], ClapEncoder]) -> None:
         self.facts, self._load = facts, load

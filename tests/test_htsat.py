@@ -120,6 +120,9 @@ def test_a_folder_without_weights_with_broken_ones_or_an_unsupported_tower_is_re
     (empty / "config.json").write_text((tmp_path / "good" / "config.json").read_text())
     with pytest.raises(ModelLoadError, match=r"no model\.safetensors or pytorch_model\.bin in .*empty"):
         ClapEncoder(ResolvedModel("clap", str(empty), empty))
+    (empty / "config.json").write_text("[]")
+    with pytest.raises(ModelLoadError, match=r"empty/config\.json is not a JSON object"):
+        ClapEncoder(ResolvedModel("clap", str(empty), empty))
     for name in ("model.safetensors", "pytorch_model.bin"):  # cut short, as an interrupted download leaves it
         broken = tmp_path / name.split(".")[0]
         broken.mkdir()

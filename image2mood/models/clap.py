@@ -61,8 +61,7 @@ class ClapEncoder:
         self.fingerprint = model_fingerprint(resolved)  # what a store records of these weights
         self.device = torch.device(device)
         self.audio = load_or_explain(resolved, lambda: HtsatTower.load(resolved.folder)).to(self.device)
-        self.fusion = self.audio.config.enable_fusion
-        self.log_mel = load_or_explain(resolved, lambda: LogMel.read(resolved.folder, self.fusion))
+        self.log_mel = load_or_explain(resolved, lambda: LogMel.read(resolved.folder, self.audio.config.enable_fusion))
         self.bf16 = uses_bf16(precision, self.device)  # the audio tower's weights
         self.audio_dtype = torch.bfloat16 if self.bf16 else torch.float32
         self.audio.to(self.audio_dtype)

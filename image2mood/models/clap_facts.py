@@ -18,8 +18,11 @@ from image2mood.models.resolve import ResolvedModel
 AUDIO_PREPROCESSING = "laion-int16/1"
 """How windows are prepared for the model, as a store records it (see ``clap.laion_quantise``)."""
 
-DEFAULT_SAMPLE_RATE = 48_000  # transformers' ClapFeatureExtractor and ClapConfig defaults, used where a file is silent
-DEFAULT_DIM = 512
+DEFAULT_DIM = 512  # transformers' ClapConfig default projection, used where config.json is silent
+FEATURE_DEFAULTS: dict[str, Any] = {"feature_size": 64, "sampling_rate": 48_000, "hop_length": 480, "max_length_s": 10,
+                                    "fft_window_size": 1024, "frequency_min": 0, "frequency_max": 14_000,
+                                    "padding": "repeatpad"}
+"""transformers' ClapFeatureExtractor defaults, used where the folder's file is silent (a test holds them equal)."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ def read_clap_facts(resolved: ResolvedModel) -> ClapFacts:
     features = feature_settings(resolved.folder)
     return ClapFacts(name=resolved.spec, fingerprint=model_fingerprint(resolved),
                      dim=int(config.get("projection_dim", DEFAULT_DIM)),
-                     sample_rate=int(features.get("sampling_rate", DEFAULT_SAMPLE_RATE)))
+                     sample_rate=int(features.get("sampling_rate", FEATURE_DEFAULTS["sampling_rate"])))
 
 
 def feature_settings(folder: Path) -> dict[str, Any]:

@@ -11,17 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 import torch
 
-from image2mood.models.clap_facts import feature_settings
-
-# transformers' ClapFeatureExtractor defaults, used where the folder's file is silent (a test holds them equal)
-_DEFAULTS: dict[str, Any] = {"feature_size": 64, "sampling_rate": 48_000, "hop_length": 480, "max_length_s": 10,
-                             "fft_window_size": 1024, "frequency_min": 0, "frequency_max": 14_000,
-                             "padding": "repeatpad"}
+from image2mood.models.clap_facts import FEATURE_DEFAULTS, feature_settings
 
 
 @dataclass(frozen=True)
@@ -39,7 +32,7 @@ class LogMel:
     @classmethod
     def read(cls, folder: Path, fusion: bool) -> LogMel:
         """The settings in ``folder``'s feature-extractor file, with the filter bank a fusion model (or not) takes."""
-        s = {**_DEFAULTS, **{k: v for k, v in feature_settings(folder).items() if k in _DEFAULTS}}
+        s = {**FEATURE_DEFAULTS, **{k: v for k, v in feature_settings(folder).items() if k in FEATURE_DEFAULTS}}
         scale = "htk" if fusion else "slaney"
         bank = mel_filter_bank(s["fft_window_size"] // 2 + 1, s["feature_size"], s["frequency_min"],
                                s["frequency_max"], s["sampling_rate"], scale, normalise=not fusion)

@@ -16,7 +16,6 @@ do not tile a stage's grid, another activation) is refused with its reason.
 
 from __future__ import annotations
 
-import json
 import pickle
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from image2mood.models.clap_facts import DEFAULT_DIM, read_json
 from image2mood.models.swin import run_stage
 
 _UNUSED = (".relative_position_index", ".patch_embed.fusion_model.", ".patch_embed.mel_conv2d.")
@@ -55,7 +55,7 @@ class HtsatConfig:
     layer_norm_eps: float = 1e-5
     hidden_act: str = "gelu"
     hidden_size: int = 768
-    projection_dim: int = 512
+    projection_dim: int = DEFAULT_DIM
     projection_hidden_act: str = "relu"
 
     @classmethod
@@ -113,9 +113,8 @@ class HtsatTower(nn.Module):
     @classmethod
     def load(cls, folder: Path) -> HtsatTower:
         """The tower of the CLAP model in ``folder``, in eval mode; errors name what is missing or unsupported."""
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         with torch.device("meta"):  # no random initialisation: every tensor comes from the checkpoint
-            tower = cls(HtsatConfig.from_model_config(config))
+            tower = cls(HtsatConfig.from_model_config(read_json(folder / "config.json")))
         weights = {k: v for k, v in read_weights(folder, ("audio_model.", "audio_projection.")).items()
                    if not any(part in k for part in _UNUSED)}
         try:
@@ -126,12 +125,8 @@ class HtsatTower(nn.Module):
             found = [f"no {missing[0]} (of {len(missing)} missing)"] if missing else []
             found += [f"an unknown {unexpected[0]} (of {len(unexpected)})"] if unexpected else []
             raise ValueError(f"its audio weights are not HTSAT's: {', '.join(found)}")
-        return tower.channels_last().eval().requires_grad_(False)
-
-    def channels_last(self) -> HtsatTower:
-        """The patch embedding's convolution with channels-last weights (see the module docstring)."""
-        self.audio_model.audio_encoder.patch_embed.proj.to(memory_format=torch.channels_last)
-        return self
+        tower.audio_model.audio_encoder.patch_embed.proj.to(memory_format=torch.channels_last)  # module docstring
+        return tower.eval().requires_grad_(False)
 
 
 def read_weights(folder: Path, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -143,7 +138,7 @@ def read_weights(folder: Path, prefixes: tuple[str, ...]) -> dict[str, torch.Ten
     if (folder / "model.safetensors").is_file():
         files = [folder / "model.safetensors"]
     elif index.is_file():
-        files = [folder / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+        files = [folder / name for name in sorted(set(read_json(index)["weight_map"].values()))]
     elif (folder / "pytorch_model.bin").is_file():
         files = [folder / "pytorch_model.bin"]
     else:

@@ -19,7 +19,6 @@ dtype and device.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,15 +55,13 @@ class _Plan:
 
 
 class _Linear:
-    """``layer(x)``, then ``activation``, then ``+ residual``: for a bf16 or fp32 ``nn.Linear`` on a CPU (with no
-    activation or the exact GELU) one oneDNN call, its weight reordered once for ``rows``-row inputs; else the
-    separate steps."""
+    """``layer(x)``, then the exact GELU if ``gelu``, then ``+ residual``: for a bf16 or fp32 ``nn.Linear`` on a CPU
+    one oneDNN call, its weight reordered once for ``rows``-row inputs; else the separate steps."""
 
-    def __init__(self, layer: nn.Module, rows: int, activation: Callable | None = None) -> None:
-        self.layer, self.activation = layer, activation
+    def __init__(self, layer: nn.Module, rows: int, gelu: bool = False) -> None:
+        self.layer, self.gelu = layer, gelu
         self.fused = (_ONEDNN and type(layer) is torch.nn.Linear and layer.weight.device.type == "cpu"
-                      and layer.weight.dtype in (torch.bfloat16, torch.float32)
-                      and activation in (None, F.gelu))
+                      and layer.weight.dtype in (torch.bfloat16, torch.float32))
         if self.fused:
             self.weight = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), rows)
             self.bias = None if layer.bias is None else layer.bias.detach()
@@ -72,14 +69,14 @@ class _Linear:
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         if not self.fused:
             out = self.layer(x)
-            if self.activation is not None:
-                out = self.activation(out)
+            if self.gelu:
+                out = F.gelu(out)
             return out if residual is None else out + residual
         flat = x.reshape(-1, x.shape[-1])
         if residual is not None:
             out = torch.ops.mkldnn._linear_pointwise.binary(flat, residual.reshape(flat.shape[0], -1), self.weight,
                                                            self.bias, "add")
-        elif self.activation is not None:
+        elif self.gelu:
             out = torch.ops.mkldnn._linear_pointwise(flat, self.weight, self.bias, "gelu", [], "none")
         else:
             out = torch.ops.mkldnn._linear_pointwise(flat, self.weight, self.bias, "none", [], "")
@@ -143,7 +140,7 @@ def _linears(block: Any, rows: int) -> _Linears:
     layers = (attention.query, attention.key, attention.value)
     qkv = _stacked(*layers) if all(type(layer) is torch.nn.Linear for layer in layers) else _Concatenated(*layers)
     return _Linears(_Linear(qkv, rows), _Linear(block.attention.output.dense, rows),
-                    _Linear(block.intermediate.dense, rows, F.gelu),
+                    _Linear(block.intermediate.dense, rows, gelu=True),
                     _Linear(block.output.dense, rows))
 
 
