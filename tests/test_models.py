@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -248,3 +250,16 @@ def _boost_output_bias(head: torch.nn.Module, token: int, boost: float) -> None:
             bias = head.bias().clone()
             bias[token] += boost
             head.set_weight_bias(head.weight(), bias)
+
+
+def test_the_clap_text_tower_loads_from_the_whole_model_without_a_report_of_its_audio_weights(
+        tiny_models: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
+    """transformers prints a report of a checkpoint's keys a model does not take; the text half skips the audio half
+    quietly (a fresh process: transformers' log handler holds the stderr it found at import)."""
+    probe = ("import sys; from pathlib import Path; from image2mood.models.clap import ClapEncoder; "
+             "from image2mood.models.resolve import ResolvedModel; f = Path(sys.argv[1]); "
+             "print(ClapEncoder(ResolvedModel('clap', str(f), f)).encode_text(['rain at night']).shape)")
+    done = subprocess.run([sys.executable, "-c", probe, str(tiny_models / "clap")], env=cli_env, cwd=tmp_path,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "(1, 512)", done.stderr
+    assert "audio_model" not in done.stderr and "LOAD REPORT" not in done.stderr, done.stderr
