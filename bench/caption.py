@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from image2mood.models.blip import Captioner, greedy
+from image2mood.models.blip import Captioner
+from image2mood.models.blip_rows import greedy
 from image2mood.models.resolve import ResolvedModel
 from query import full_models
 

@@ -141,7 +141,7 @@ class Recommender:
             on_songs(self._image_answer(image_route, faces, image.size, options, timings))
         captioner = factory.captioner(self.settings)
         caption = _timed(timings, "caption", lambda: self.memo.get(
-            key, "caption", lambda: self.lane.batch("caption", image, captioner.caption)))
+            key, "caption", lambda: self.lane.join("caption", image, captioner.rows)))
         english = caption if captioner.language == ENGLISH else _timed(timings, "caption_to_english", lambda: self.memo.get(
             key, "caption_en", lambda: self._to_english(caption, captioner.language)))
         text_route = _timed(timings, "clap_text", lambda: self.memo.get(

@@ -204,8 +204,8 @@ def test_photos_answered_side_by_side_equal_the_same_photos_one_at_a_time(tmp_pa
     singles = [alone.for_photo(photo) for photo in photos]
     alone.store.close()
     captioner, sizes = factory.captioner(settings), []
-    real_caption = captioner.caption
-    monkeypatch.setattr(captioner, "caption", lambda images: sizes.append(len(images)) or real_caption(images))
+    real_features = captioner.features  # each batch of photos that joins the captions under way
+    monkeypatch.setattr(captioner, "features", lambda images: sizes.append(len(images)) or real_features(images))
     with _Served() as lane:
         together_recommender = Recommender.open(settings, lane)
         gate = threading.Event()

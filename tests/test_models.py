@@ -17,7 +17,8 @@ from transformers import ClapFeatureExtractor
 from conftest import run_cli
 from image2mood.config import Settings
 from image2mood.errors import ModelLoadError, ModelNotFoundError, first_line
-from image2mood.models.blip import Captioner, greedy
+from image2mood.models.blip import Captioner
+from image2mood.models.blip_rows import greedy
 from image2mood.models.clap import ClapEncoder, laion_quantise
 from image2mood.models.factory import captioner, clap_encoder, image_encoder
 from image2mood.models.loading import MIN_TOKENIZER_ENTRIES, check_tokenizer_size

@@ -23,7 +23,7 @@ from conftest import run_cli, serving
 
 from image2mood.config import Settings
 from image2mood.library import song_id, store_info
-from image2mood.models.blip import Captioner
+from image2mood.models.blip import CaptionRows, Captioner
 from image2mood.models.clap import ClapEncoder
 from image2mood.models import factory
 from image2mood.models.factory import clap_encoder
@@ -77,11 +77,12 @@ class GatedCaptioner:
         self.real, self.timeout, self.gate, self.calls = real, timeout, threading.Event(), 0
         self.language = real.language
 
-    def caption(self, images: list[Image.Image]) -> list[str]:
+    def rows(self) -> CaptionRows:
+        """The captions the answer joins (continuous batching), once the test lets it have them."""
         self.calls += 1
         if not self.gate.wait(self.timeout):
             raise AssertionError("the caption was asked for before the client had read the first songs")
-        return self.real.caption(images)
+        return self.real.rows()
 
 
 def test_stream_sends_the_image_routes_songs_before_the_caption_then_the_plain_answer(

@@ -11,26 +11,27 @@ about twice as fast as bf16 and four times as fast as fp32 here (bf16 autocast, 
 every step, was slower than fp32); the vision tower ran 1.2–1.3× bf16's speed for one photo or eight.
 Embeddings and norms stay fp32.
 
-Decoding is :func:`greedy`, a lean loop over the decoder's own layers with its own key/value cache, not
-transformers' ``generate``: the same operations in the same order, so the same tokens, without the
-per-token Python of ``generate`` and the model's module tree (kwargs, masks of zeros, cache objects).
-Full-size BLIP, 224 px, 20 tokens, 2 cores (bench/caption.py; 6 Dec 2026, load 0.6-1.0): the caption
-took 406 ms p50 with ``generate``, 320 ms with the loop; a key/value cache allocated once and SDPA for both
-attentions then took the 20 decoding steps from 287 to 274 ms (alternating, one process, load 1.1).
+Decoding (:mod:`~image2mood.models.blip_rows`) is a lean greedy loop over the decoder's own layers with its
+own key/value cache, not transformers' ``generate``: the same operations in the same order, so the same
+tokens, without the per-token Python of ``generate`` and the model's module tree (kwargs, masks of zeros,
+cache objects). Full-size BLIP, 224 px, 20 tokens, 2 cores (bench/caption.py; 6 Dec 2026, load 0.6-1.0): the
+caption took 406 ms p50 with ``generate``, 320 ms with the loop; a key/value cache allocated once and SDPA for
+both attentions then took the 20 decoding steps from 287 to 274 ms (alternating, one process, load 1.1). On
+the service's model lane, photos join the captions under way at their next step (:class:`CaptionRows`).
 """
 
 from __future__ import annotations
 
 import image2mood.models._torchvision  # noqa: F401  (first: lets transformers and open_clip import torchvision)
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import torch
 from PIL import Image
-from torch.nn import functional as F
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from image2mood.captions import caption_language
+from image2mood.models.blip_rows import Rows, greedy
 from image2mood.models.loading import checked_tokenizer, load_or_explain
 from image2mood.models.precision import Precision, int8_linears, uses_bf16, uses_int8_weights
 from image2mood.models.resolve import ResolvedModel
@@ -68,61 +69,37 @@ class Captioner:
         pixels = self.processor(images=list(images), size=size, return_tensors="pt")["pixel_values"]
         return pixels.to(self.device, self.dtype)
 
+    def features(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """The vision tower's output for RGB images: what the decoder attends to."""
+        return self.model.vision_model(pixel_values=self.pixels(images), interpolate_pos_encoding=self.interpolate)[0]
+
     @torch.inference_mode()
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
-        """One caption per RGB image."""
-        features = self.model.vision_model(pixel_values=self.pixels(images),
-                                           interpolate_pos_encoding=self.interpolate)[0]
-        ids = greedy(self.model.text_decoder, features, self.max_new_tokens)
+        """One caption per RGB image, decoded together."""
+        return self.texts(greedy(self.model.text_decoder, self.features(images), self.max_new_tokens))
+
+    def texts(self, ids: Sequence[Sequence[int]] | torch.Tensor) -> list[str]:
+        """Captions from token ids."""
         return [text.strip() for text in self.processor.batch_decode(ids, skip_special_tokens=True)]
 
-
-def greedy(decoder: torch.nn.Module, features: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-    """Greedy token ids (``[DEC]`` first) from BLIP's ``BlipTextLMHeadModel`` for the vision tower's
-    ``features``: what ``generate(do_sample=False, num_beams=1)`` gives, rows that reached ``[SEP]`` padded.
-
-    Each layer's keys and values go into a cache allocated once for ``max_new_tokens``; the attention over
-    them, and over the image's (computed once), is one ``scaled_dot_product_attention`` call."""
-    config = decoder.config
-    embeddings, layers = decoder.bert.embeddings, decoder.bert.encoder.layer
-    batch, device = features.shape[0], features.device
-    cross = [(_heads(layer.crossattention.self.key(features), layer.crossattention.self),
-              _heads(layer.crossattention.self.value(features), layer.crossattention.self)) for layer in layers]
-    attention = layers[0].attention.self
-    shape = (batch, attention.num_attention_heads, max_new_tokens, attention.attention_head_size)
-    cache = [(features.new_empty(shape), features.new_empty(shape)) for _ in layers]
-    ids = torch.full((batch, 1), config.bos_token_id, dtype=torch.long, device=device)
-    out, done = [ids], torch.zeros(batch, dtype=torch.bool, device=device)
-    for position in range(max_new_tokens):
-        where = embeddings.position_ids[:, position:position + 1]
-        hidden = embeddings.LayerNorm(embeddings.word_embeddings(ids) + embeddings.position_embeddings(where))
-        for layer, (keys, values), image in zip(layers, cache, cross, strict=True):
-            attention = layer.attention.self
-            keys[:, :, position:position + 1] = _heads(attention.key(hidden), attention)
-            values[:, :, position:position + 1] = _heads(attention.value(hidden), attention)
-            seen = position + 1
-            hidden = _attend(attention, layer.attention.output, hidden, keys[:, :, :seen], values[:, :, :seen])
-            hidden = _attend(layer.crossattention.self, layer.crossattention.output, hidden, *image)
-            inner = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(hidden))
-            hidden = layer.output.LayerNorm(layer.output.dense(inner) + hidden)
-        token = decoder.cls(hidden)[:, -1].argmax(-1)
-        ids = torch.where(done, config.pad_token_id, token)[:, None]
-        out.append(ids)
-        done |= ids[:, 0] == config.sep_token_id
-        if bool(done.all()):
-            break
-    return torch.cat(out, 1)
+    def rows(self) -> CaptionRows:
+        """Captions decoded with continuous batching, for the model lane (:meth:`ModelLane.join`)."""
+        return CaptionRows(self)
 
 
-def _heads(x: torch.Tensor, attention: torch.nn.Module) -> torch.Tensor:
-    """(batch, tokens, hidden) → (batch, heads, tokens, head size)."""
-    return x.view(x.shape[0], -1, attention.num_attention_heads, attention.attention_head_size).transpose(1, 2)
+class CaptionRows:
+    """Photos' captions under way (:class:`~image2mood.models.lane.Rolling`): a photo joins at the next
+    decoding step of the others (:mod:`~image2mood.models.blip_rows`)."""
 
+    def __init__(self, captioner: Captioner) -> None:
+        self._captioner = captioner
+        self._rows = Rows(captioner.model.text_decoder, captioner.max_new_tokens)
 
-def _attend(attention: torch.nn.Module, output: torch.nn.Module, hidden: torch.Tensor, keys: torch.Tensor,
-            values: torch.Tensor) -> torch.Tensor:
-    """One token's attention over ``keys``/``values`` and its output block, as ``BlipTextAttention`` computes
-    it (with no mask: every key is visible to the newest token)."""
-    query = _heads(attention.query(hidden), attention)
-    context = F.scaled_dot_product_attention(query, keys, values).transpose(1, 2).reshape(hidden.shape[0], 1, -1)
-    return output.LayerNorm(output.dense(context) + hidden)
+    @torch.inference_mode()
+    def join(self, images: list[Image.Image]) -> list[Hashable]:
+        return self._rows.join(self._captioner.features(images))
+
+    @torch.inference_mode()
+    def step(self) -> dict[Hashable, str]:
+        finished = self._rows.step()
+        return dict(zip(finished, self._captioner.texts(list(finished.values())), strict=True))
