@@ -242,6 +242,30 @@ def test_greedy_loop_gives_generates_tokens_one_photo_and_a_batch(tiny_models: P
     padded = {int((row == config.pad_token_id).sum()) for row in got}
     assert (got == config.sep_token_id).sum() == 3 and len(padded) == 2
 
+def test_the_vision_towers_attention_gives_transformers_features(tiny_models: Path) -> None:
+    from transformers import BlipForConditionalGeneration
+
+    from image2mood.models.blip import VisionAttention
+
+    folder = tiny_models / "blip"
+    blip = Captioner(ResolvedModel("blip", str(folder), folder), precision="fp32")
+    eager = BlipForConditionalGeneration.from_pretrained(folder).eval().vision_model
+    with torch.no_grad():  # the tiny set's tower barely varies: weights that make its attention matter
+        for parameter in eager.parameters():
+            parameter.normal_(0, 0.2, generator=torch.Generator().manual_seed(parameter.numel()))
+    blip.model.vision_model.load_state_dict(eager.state_dict())  # the same names: only the attention's code differs
+    assert all(isinstance(layer.self_attn, VisionAttention) for layer in blip.model.vision_model.encoder.layers)
+    photos = [Image.fromarray(np.random.default_rng(seed).integers(0, 255, (90, 120, 3), dtype=np.uint8))
+              for seed in range(3)]
+    for batch in (photos, photos[:1]):
+        with torch.inference_mode():
+            pixels = blip.pixels(batch)
+            want = eager(pixel_values=pixels, interpolate_pos_encoding=blip.interpolate)[0]
+            got = blip.features(batch)
+        assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
+        assert float((want - want.mean()).abs().max()) > 0.1  # features that differ from photo to photo
+
+
 def _boost_output_bias(head: torch.nn.Module, token: int, boost: float) -> None:
     """Add ``boost`` to one token's output bias, in a float or a dynamically quantised Linear layer."""
     with torch.no_grad():
