@@ -114,3 +114,28 @@ def test_a_join_on_an_unserved_lane_runs_inline_to_its_end() -> None:
     log: list[tuple[str, int]] = []
     assert ModelLane().join("count", 3, lambda: Countdown(log)) == 30
     assert log == [("join", 1), ("step", 1), ("step", 1), ("step", 1), ("done", 30)]
+
+
+def test_items_under_way_when_the_lane_stops_hear_so() -> None:
+    from concurrent.futures import Future
+
+    log: list[tuple[str, int]] = []
+    permits, answer = threading.Semaphore(0), Future()
+    served = _Served()
+    lane = served.__enter__()
+
+    def call() -> None:  # a daemon: were the caller never told, the test fails rather than hangs
+        try:
+            answer.set_result(lane.join("count", 5, lambda: Countdown(log, permits=permits)))
+        except BaseException as exc:
+            answer.set_exception(exc)
+
+    threading.Thread(target=call, daemon=True).start()
+    while not log:
+        pass
+    served._stop.set()  # the lane stops after the step it is in
+    permits.release(100)
+    served._thread.join()
+    with pytest.raises(RuntimeError, match="the model lane stopped"):
+        answer.result(timeout=10)
+    assert ("step", 1) in log and ("done", 50) not in log
