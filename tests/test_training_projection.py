@@ -81,7 +81,8 @@ def wide_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rows = write_captioned_images(root / "images", per_category=8, more=True)
     truncated_jpeg(root / "images" / "broken.jpg")
     rows += [{"image": "broken.jpg", "caption": "a broken photo"}, {"image": "gone.jpg", "caption": "a lost photo"}]
-    return write_table(root / "pairs.csv", rows)
+    # each row's own key decides its side of the split: the same split wherever pytest puts the folder
+    return write_table(root / "pairs.csv", [{**row, "key": row["image"]} for row in rows])
 
 
 def _held_out(settings: Settings, folder: Path) -> Features:
