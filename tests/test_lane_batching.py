@@ -4,6 +4,7 @@ gets its own item's answer, and photos answered side by side equal the same phot
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -224,3 +225,31 @@ def test_photos_answered_side_by_side_equal_the_same_photos_one_at_a_time(tmp_pa
         assert one.caption == both.caption
         assert np.allclose(one.vector, both.vector, atol=1e-3)
         assert [s.song.id for s in one.songs] == [s.song.id for s in both.songs] and one.songs
+
+
+def test_batches_hold_one_model_and_at_most_max_batch_and_the_rest_keeps_its_order(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queued b1, a1, X, a2, a3, b2 (X a plain call), two to a batch: b's batch takes b2 past the others, then a's
+    batch a1 and a2, then X, which was queued before a3, then a3 alone."""
+    import image2mood.models.lane as lane_module
+
+    monkeypatch.setattr(lane_module, "MAX_BATCH", 2)
+    order: list[str] = []
+    gate = threading.Event()
+
+    def work(kind: str) -> Callable[[list[int]], list[int]]:
+        return lambda items: order.append(f"{kind}{items}") or items
+
+    with _Served() as lane, ThreadPoolExecutor(6) as callers:
+        blocker = threading.Thread(target=lane.run, args=(gate.wait,))
+        blocker.start()
+        calls = []
+        for queued, (kind, n) in enumerate([("b", 1), ("a", 1), ("X", 0), ("a", 2), ("a", 3), ("b", 2)]):
+            call = ((lambda: order.append("X")) if kind == "X" else None)
+            calls.append(callers.submit(lane.run, call) if call else callers.submit(lane.batch, kind, n, work(kind)))
+            while lane._jobs.qsize() < queued + 1:
+                pass
+        gate.set()
+        [call.result() for call in calls]
+        blocker.join()
+    assert order == ["b[1, 2]", "a[1, 2]", "X", "a[3]"]

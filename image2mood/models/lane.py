@@ -158,20 +158,17 @@ class ModelLane:
 
     def _join(self, joining: list[tuple[Future, _Joining]], held: deque) -> None:
         """The calls of ``joining``'s kind held or queued now join its work under way, as many as MAX_BATCH
-        allows (a full one takes a step first); others stay held, in order."""
+        allows (a full one takes a step first and leaves them held); others stay held, in order."""
         kind = joining[0][1].kind
         rolling, callers = self._rolling.get(kind) or (joining[0][1].start(), {})
         self._rolling[kind] = (rolling, callers)
-        room, others = MAX_BATCH - len(callers), deque()
-        while held or not self._jobs.empty():
-            entry = held.popleft() if held else self._jobs.get_nowait()
-            ours = isinstance(entry[1], _Joining) and entry[1].kind == kind and len(joining) < room
-            (joining if ours else others).append(entry)
+        room = MAX_BATCH - len(callers)
         if room <= 0:
-            others.extendleft(reversed(joining))
+            held.extendleft(reversed(joining))
             self._step()
-        held.extendleft(reversed(others))
-        joining = [entry for entry in joining[:max(room, 0)] if entry[0].set_running_or_notify_cancel()]
+            return
+        self._gather(joining, room, 0.0, held)
+        joining = [entry for entry in joining if entry[0].set_running_or_notify_cancel()]
         if not joining:
             return
         try:
@@ -200,19 +197,7 @@ class ModelLane:
     def _run_batch(self, batch: list[tuple[Future, _Batched]], held: deque) -> None:
         """Gather the calls of ``batch``'s kind (held ones first, then those arriving within BATCH_WAIT_S), run
         them as one; other jobs taken meanwhile wait in ``held``, in order."""
-        kind, others = batch[0][1].kind, deque()
-        while held and len(batch) < MAX_BATCH:
-            entry = held.popleft()
-            (batch if isinstance(entry[1], _Batched) and entry[1].kind == kind else others).append(entry)
-        deadline = time.monotonic() + (BATCH_WAIT_S if self._requests > 1 else 0.0)
-        while len(batch) < MAX_BATCH:
-            try:
-                left = deadline - time.monotonic()
-                entry = self._jobs.get(timeout=left) if left > 0 else self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            (batch if isinstance(entry[1], _Batched) and entry[1].kind == kind else others).append(entry)
-        held.extendleft(reversed(others))
+        self._gather(batch, MAX_BATCH, BATCH_WAIT_S if self._requests > 1 else 0.0, held)
         if self._defer(batch, held):
             for _, job in batch:
                 job.deferred = True
@@ -227,6 +212,27 @@ class ModelLane:
             return
         for (done, _), answer in zip(batch, answers, strict=True):
             done.set_result(answer)
+
+    def _gather(self, taken: list[tuple[Future, Any]], limit: int, wait_s: float, held: deque) -> None:
+        """Add to ``taken`` (up to ``limit``) the calls of the same type and kind as its first: held ones first, then
+        those queued now or arriving within ``wait_s``; other jobs taken meanwhile wait in ``held``, in order."""
+        first, others = taken[0][1], deque()
+
+        def same(job: object) -> bool:
+            return type(job) is type(first) and job.kind == first.kind
+
+        while held and len(taken) < limit:
+            entry = held.popleft()
+            (taken if same(entry[1]) else others).append(entry)
+        deadline = time.monotonic() + wait_s
+        while len(taken) < limit:
+            try:
+                left = deadline - time.monotonic()
+                entry = self._jobs.get(timeout=left) if left > 0 else self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            (taken if same(entry[1]) else others).append(entry)
+        held.extendleft(reversed(others))
 
     def _defer(self, batch: list[tuple[Future, _Batched]], held: deque) -> bool:
         """Whether ``batch`` lets other work go first: it holds under half the requests under way, it has waited
