@@ -55,7 +55,7 @@ def full_size_set(target: Path) -> Path:
     (target / "clip" / "open_clip_config.json").write_text(json.dumps({"model_cfg": clip_cfg, "preprocess_cfg": {
         "mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD)}}))
 
-    BlipForConditionalGeneration(BlipConfig()).save_pretrained(target / "blip")
+    BlipForConditionalGeneration(BlipConfig(vision_config={"initializer_range": 0.02})).save_pretrained(target / "blip")
     side = default.models["blip"].image_size
     BlipProcessor(image_processor=BlipImageProcessor(size={"height": side, "width": side}),
                   tokenizer=_blip_tokenizer()).save_pretrained(target / "blip")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -53,10 +54,9 @@ def _decode(decoder: torch.nn.Module, features: torch.Tensor,
     return tokens, states
 
 
-def test_rows_joining_at_later_steps_decode_as_they_do_alone(tiny_models: Path) -> None:
-    """In fp32. int8 weights quantise each step's activations with one scale for all its rows, so there a row's
-    tokens may depend on its company, whether it joined later or with the others."""
-    blip = _captioner(tiny_models, "fp32")
+@pytest.mark.parametrize("precision", ["fp32", "auto"])  # auto: int8 weights, each row quantised on its own
+def test_rows_joining_at_later_steps_decode_as_they_do_alone(tiny_models: Path, precision: str) -> None:
+    blip = _captioner(tiny_models, precision)
     decoder, config = blip.model.text_decoder, blip.model.config.text_config
     features = _features(blip)
     _boost_output_bias(decoder.cls.predictions.decoder, config.sep_token_id, 0.18)  # rows end at different steps
@@ -89,8 +89,9 @@ def test_finished_rows_leave_when_others_join(tiny_models: Path) -> None:
         assert set(rows.step()) == set(second)
 
 
-def test_rolling_captions_equal_one_shot_captions(tiny_models: Path) -> None:
-    blip = _captioner(tiny_models, "fp32")
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_rolling_captions_equal_one_shot_captions(tiny_models: Path, precision: str) -> None:
+    blip = _captioner(tiny_models, precision)
     photos = [Image.new("RGB", (320, 200), (200, 120, 40)), Image.new("RGB", (64, 90), (10, 200, 90)),
               Image.fromarray(np.random.default_rng(3).integers(0, 255, (120, 160, 3), dtype=np.uint8))]
     rolling, answers = blip.rows(), {}

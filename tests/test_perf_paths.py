@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
 
 from conftest import run_cli, serving
 
@@ -27,7 +26,7 @@ from image2mood.models.blip import CaptionRows, Captioner
 from image2mood.models.clap import ClapEncoder
 from image2mood.models import factory
 from image2mood.models.factory import clap_encoder
-from image2mood.models.precision import cpu_has_fast_bf16
+from image2mood.models.precision import Int8Linear, cpu_has_fast_bf16
 from image2mood.models.resolve import resolve_model
 from image2mood.photo_memo import photo_key
 from image2mood.recommend import Recommender

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
 
 from image2mood.config import Settings
 from image2mood.models import factory
 from image2mood.models.clap import ClapEncoder
-from image2mood.models.precision import cpu_has_fast_bf16
+from image2mood.models.precision import Int8Linear, cpu_has_fast_bf16
 from image2mood.models.resolve import resolve_model
 
 INT8_CLAP_COSINE = 0.999  # CLAP window vectors, int8 Linear weights against fp32

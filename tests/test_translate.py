@@ -8,12 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
 
 from conftest import run_cli
 from image2mood.config import CAPTION_LANGUAGES, Settings
 from image2mood.errors import ModelLoadError, ModelNotFoundError
 from image2mood.models import factory
+from image2mood.models.precision import Int8Linear
 from image2mood.models.resolve import resolve_model
 from image2mood.models.translator import ENGLISH, Translator
 from media_captions import one_thread  # noqa: F401

@@ -5,10 +5,11 @@ Two settings trade a little fidelity for speed. ``image_size`` (``IMAGE2MOOD_CAP
 at 384, and its vision tower takes other sizes by interpolating its position embeddings; 224 px costs
 about a third of the vision compute.
 ``precision`` (``IMAGE2MOOD_PRECISION``, :mod:`~image2mood.models.precision`): on a CPU, the linear layers of
-the vision tower and the text decoder in int8 (dynamic quantisation), elsewhere bf16 where the hardware is
-fast at it. Decoding reads every weight once a token, so fewer bytes a weight is the speed: int8 decoded
-about twice as fast as bf16 and four times as fast as fp32 here (bf16 autocast, which casts fp32 weights at
-every step, was slower than fp32); the vision tower ran 1.2–1.3× bf16's speed for one photo or eight.
+the vision tower and the text decoder in int8 (:class:`~image2mood.models.precision.Int8Linear`: a photo's
+caption is the same alone or beside others), elsewhere bf16 where the hardware is fast at it. Decoding reads
+every weight once a token, so fewer bytes a weight is the speed: int8 decoded about twice as fast as bf16 and
+four times as fast as fp32 here (bf16 autocast, which casts fp32 weights at every step, was slower than fp32);
+the vision tower ran 1.2–1.3× bf16's speed for one photo or eight.
 Embeddings and norms stay fp32.
 
 Decoding (:mod:`~image2mood.models.blip_rows`) is a lean greedy loop over the decoder's own layers with its

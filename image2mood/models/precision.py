@@ -4,7 +4,8 @@ int8 weights, on a CPU, for the models that answer a photo a few rows at a time.
 ``IMAGE2MOOD_PRECISION``: ``auto`` (bf16 where fast, else fp32; on a CPU, BLIP, CLAP's text tower and the
 NLLB translator with int8 Linear weights), ``fp32``, ``bf16`` (bf16 everywhere) or ``int8`` (fp32, with int8
 Linear weights for those and for CLAP's audio tower). The tests check that each keeps the models' outputs
-within a stated cosine of fp32 (tests/test_perf_paths.py, tests/test_precision_int8.py).
+within a stated cosine of fp32 (tests/test_perf_paths.py, tests/test_precision_int8.py), and that int8 keeps
+each row's output independent of its batch (tests/test_int8_linear.py).
 
 Why ``auto`` leaves CLAP's audio tower in bf16, not int8, on a CPU with AMX: measured on the full-size
 HTSAT-tiny (bench/README.md, issue 26), 8 windows on one thread took 0.58 s of CPU in bf16, 1.40–1.55 s with
@@ -23,6 +24,8 @@ import torch
 
 Precision = Literal["auto", "fp32", "bf16", "int8"]
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+_TINY = torch.finfo(torch.float32).tiny
+_FEW_ROWS = 64  # below, |x|'s row maximum in fewer calls; above, in fewer passes over memory (the same values)
 
 
 @cache
@@ -47,7 +50,7 @@ def uses_bf16(precision: Precision, device: torch.device) -> bool:
 
 def uses_int8_weights(precision: Precision, device: torch.device) -> bool:
     """Whether BLIP (vision tower and decoder), CLAP's text tower and the NLLB translator run their Linear layers
-    with int8 weights (dynamic quantisation: CPU only). They see one photo's few hundred rows, or a token's
+    with int8 weights (:class:`Int8Linear`: CPU only). They see one photo's few hundred rows, or a token's
     one, at a time, where int8's matrix products outrun bf16's: BLIP's vision tower 1.2–1.3× bf16's speed for
     one photo or eight, CLAP's text tower 1.3–1.4× for one caption, BLIP's decoder twice (bench/README.md)."""
     return device.type == "cpu" and precision in ("auto", "int8")
@@ -59,9 +62,48 @@ def uses_int8_audio(precision: Precision, device: torch.device) -> bool:
     return device.type == "cpu" and precision == "int8"
 
 
+class Int8Linear(torch.nn.Module):
+    """A ``Linear`` layer with int8 weights (per output channel) whose activations are quantised row by row, so
+    a row's output never depends on the rows that share its batch: a photo's caption and vectors are the same
+    alone or beside others. fbgemm's dynamic int8 product quantises its whole input with one scale; here each
+    row is first divided by its own largest magnitude, and two anchor rows (+1 and -1) fix that scale for every
+    call; the rows are multiplied back afterwards. The row scaling costs 5–35 % of the product's time
+    (bench/README.md, eighth round)."""
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        weight = linear.weight.detach().float()
+        scales = (weight.abs().amax(1) / 127).clamp_min(_TINY).double()
+        with warnings.catch_warnings():  # torch marks its quantised tensors as deprecated; fbgemm still runs them
+            warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+            quantised = torch.quantize_per_channel(weight, scales, torch.zeros_like(scales, dtype=torch.long), 0,
+                                                   torch.qint8)
+            self._packed = torch.ops.quantized.linear_prepack(quantised, None)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(self.out_features)
+        self.register_buffer("bias", bias)
+        anchors = torch.zeros(2, self.in_features)
+        anchors[0, 0], anchors[1, 0] = 1.0, -1.0
+        self.register_buffer("_anchors", anchors)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)
+        peak = (rows.abs().amax(1, keepdim=True) if rows.shape[0] <= _FEW_ROWS
+                else torch.maximum(rows.amax(1, keepdim=True), rows.amin(1, keepdim=True).neg_()))
+        scaled = torch.cat((rows / peak.clamp_min_(_TINY), self._anchors))
+        product = torch.ops.quantized.linear_dynamic(scaled, self._packed, True)[:-2]
+        return torch.addcmul(self.bias, product, peak).view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
 def int8_linears(module: torch.nn.Module) -> torch.nn.Module:
-    """``module``, in place, with every ``Linear`` layer dynamically quantised: int8 weights, activations
-    quantised per call (in place: no second copy of the weights while it converts)."""
-    with warnings.catch_warnings():  # torch marks its eager quantisation API as deprecated; it still works
-        warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
-        return torch.ao.quantization.quantize_dynamic(module.float(), {torch.nn.Linear}, torch.qint8, inplace=True)
+    """``module``, in place and in fp32, with every ``Linear`` layer an :class:`Int8Linear` (each fp32 weight
+    freed as its layer converts)."""
+    module.float()
+    for parent in list(module.modules()):
+        for name, child in parent.named_children():
+            if type(child) is torch.nn.Linear:  # not subclasses: MultiheadAttention reads its out_proj's weight
+                setattr(parent, name, Int8Linear(child))
+    return module

@@ -113,7 +113,8 @@ def write_tiny_blip(folder: Path, seed: int = 0) -> None:
             "bos_token_id": tokenizer.bos_token_id, "sep_token_id": tokenizer.sep_token_id,
             "eos_token_id": tokenizer.sep_token_id,
         },
-        vision_config={**entry.architecture["vision_config"], "image_size": image_size},
+        # transformers' BLIP default initialises the vision tower at std 1e-10: every photo would get the same features
+        vision_config={**entry.architecture["vision_config"], "image_size": image_size, "initializer_range": 0.02},
         projection_dim=entry.architecture["projection_dim"],
     )
     torch.manual_seed(seed)

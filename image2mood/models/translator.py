@@ -5,7 +5,7 @@ names languages by codes such as ``eng_Latn`` and ``kor_Hang``: the tokenizer's 
 the input, and the first generated token is forced to the target's code. Decoding is greedy and capped
 (:data:`MAX_NEW_TOKENS`). Translations are remembered by (text, source, target): the last
 :data:`CACHED_TRANSLATIONS`, so a caption seen again costs nothing. On a CPU with ``precision`` auto or
-int8, the linear layers run in int8 (dynamic quantisation), as BLIP's text decoder does.
+int8, the linear layers run in int8 (:class:`~image2mood.models.precision.Int8Linear`), as BLIP's text decoder does.
 """
 
 from __future__ import annotations
