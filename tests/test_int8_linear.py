@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import torch
 
-from image2mood.models.precision import Int8Linear, int8_linears
+from image2mood.models.precision import Int8Linear, int8_linears, stacked_linears
 
 
 def _layer(bias: bool = True) -> tuple[torch.nn.Linear, Int8Linear]:
     torch.manual_seed(0)
     linear = torch.nn.Linear(48, 40, bias=bias)
-    return linear, Int8Linear(linear)
+    return linear, Int8Linear.from_linear(linear)
 
 
 def _rows() -> torch.Tensor:
@@ -60,3 +60,16 @@ def test_only_plain_linear_layers_are_replaced_and_the_module_still_runs() -> No
     with torch.inference_mode():
         out = module["head"](module["attention"](x, x, x)[0])
     assert out.shape == (2, 5, 8) and out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+def test_stacked_layers_give_each_layers_output_side_by_side() -> None:
+    torch.manual_seed(3)
+    plain = [torch.nn.Linear(48, width) for width in (40, 24, 40)]
+    int8 = [Int8Linear.from_linear(layer) for layer in plain]
+    rows = _rows().reshape(2, 3, 48)
+    with torch.inference_mode():
+        for layers, equal in ((int8, torch.equal), (plain, lambda a, b: torch.allclose(a, b, atol=1e-5))):
+            joined = stacked_linears(layers)
+            assert isinstance(joined, type(layers[0])) and joined.out_features == 104
+            assert equal(joined(rows), torch.cat([layer(rows) for layer in layers], -1))
+    assert not any(parameter.requires_grad for parameter in stacked_linears(plain).parameters())

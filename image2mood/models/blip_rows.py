@@ -19,9 +19,14 @@ caption, or running their own steps beside it.
 from __future__ import annotations
 
 from collections.abc import Hashable
+from weakref import WeakKeyDictionary
 
 import torch
 from torch.nn import functional as F
+
+from image2mood.models.precision import stacked_linears
+
+_STACKED: WeakKeyDictionary[torch.nn.Module, list[tuple[torch.nn.Module, torch.nn.Module]]] = WeakKeyDictionary()
 
 
 class Rows:
@@ -40,6 +45,7 @@ class Rows:
         self._cross: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: the image's keys and values
         self._cache: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: the tokens' keys and values
         self._joined = 0
+        self._stacked = _stacked(decoder)
 
     @property
     def busy(self) -> bool:
@@ -53,8 +59,8 @@ class Rows:
         layers, rows = self.decoder.bert.encoder.layer, features.shape[0]
         attention = layers[0].attention.self
         shape = (rows, attention.num_attention_heads, self.max_new_tokens, attention.attention_head_size)
-        cross = [(_heads(layer.crossattention.self.key(features), layer.crossattention.self),
-                  _heads(layer.crossattention.self.value(features), layer.crossattention.self)) for layer in layers]
+        cross = [_split(keys_values(features), layer.crossattention.self)
+                 for layer, (_, keys_values) in zip(layers, self._stacked, strict=True)]
         cache = [(features.new_zeros(shape), features.new_zeros(shape)) for _ in layers]  # masked slots: finite
         self._cross = _appended(self._cross, cross)
         self._cache = _appended(self._cache, cache)
@@ -78,15 +84,16 @@ class Rows:
         rows = torch.arange(len(positions), device=positions.device)
         hidden = embeddings.LayerNorm(embeddings.word_embeddings(self._last[:, None])
                                       + embeddings.position_embeddings(positions[:, None]))
-        for layer, (keys, values), image in zip(layers, self._cache, self._cross, strict=True):
-            attention = layer.attention.self
-            key, value = _heads(attention.key(hidden), attention), _heads(attention.value(hidden), attention)
+        for layer, (keys, values), image, (queries_keys_values, _) in zip(layers, self._cache, self._cross,
+                                                                          self._stacked, strict=True):
+            query, key, value = _split(queries_keys_values(hidden), layer.attention.self)
             if aligned:
                 keys[:, :, first:first + 1], values[:, :, first:first + 1] = key, value
             else:
                 keys[rows, :, positions], values[rows, :, positions] = key[:, :, 0], value[:, :, 0]
-            hidden = _attend(attention, layer.attention.output, hidden, keys[:, :, :seen], values[:, :, :seen], mask)
-            hidden = _attend(layer.crossattention.self, layer.crossattention.output, hidden, *image)
+            hidden = _attend(layer.attention.output, hidden, query, keys[:, :, :seen], values[:, :, :seen], mask)
+            cross = layer.crossattention.self
+            hidden = _attend(layer.crossattention.output, hidden, _heads(cross.query(hidden), cross), *image)
             inner = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(hidden))
             hidden = layer.output.LayerNorm(layer.output.dense(inner) + hidden)
         done = torch.tensor(self._done, device=positions.device)
@@ -135,15 +142,32 @@ def _appended(old: list[tuple[torch.Tensor, torch.Tensor]],
     return [(torch.cat([a, c]), torch.cat([b, d])) for (a, b), (c, d) in zip(old, new, strict=True)]
 
 
+def _stacked(decoder: torch.nn.Module) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
+    """Per layer, the self-attention's query, key and value projections as one layer, and the cross-attention's
+    key and value as one: a third of the calls, the same outputs. Built once per decoder, whose weights are
+    taken as fixed (captions are decoded from loaded models; training decodes with ``generate``)."""
+    if decoder not in _STACKED:
+        with torch.inference_mode(False):  # plain tensors, usable in and out of inference mode
+            _STACKED[decoder] = [(stacked_linears([own.query, own.key, own.value]),
+                                  stacked_linears([cross.key, cross.value]))
+                                 for own, cross in ((layer.attention.self, layer.crossattention.self)
+                                                    for layer in decoder.bert.encoder.layer)]
+    return _STACKED[decoder]
+
+
 def _heads(x: torch.Tensor, attention: torch.nn.Module) -> torch.Tensor:
     """(batch, tokens, hidden) → (batch, heads, tokens, head size)."""
     return x.view(x.shape[0], -1, attention.num_attention_heads, attention.attention_head_size).transpose(1, 2)
 
 
-def _attend(attention: torch.nn.Module, output: torch.nn.Module, hidden: torch.Tensor, keys: torch.Tensor,
+def _split(stacked: torch.Tensor, attention: torch.nn.Module) -> list[torch.Tensor]:
+    """A stacked projection's output (batch, tokens, n × hidden) as its n parts, each in :func:`_heads`' shape."""
+    return [_heads(part, attention) for part in stacked.split(attention.all_head_size, -1)]
+
+
+def _attend(output: torch.nn.Module, hidden: torch.Tensor, query: torch.Tensor, keys: torch.Tensor,
             values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """One token's attention over ``keys``/``values`` (those ``mask`` allows, or all) and its output block, as
     ``BlipTextAttention`` computes it."""
-    query = _heads(attention.query(hidden), attention)
     context = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask)
     return output.LayerNorm(output.dense(context.transpose(1, 2).reshape(hidden.shape[0], 1, -1)) + hidden)

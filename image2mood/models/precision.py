@@ -16,6 +16,7 @@ of the bf16 tower's time; the rest is copies, softmax, adds and GELU, which int8
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -70,21 +71,37 @@ class Int8Linear(torch.nn.Module):
     call; the rows are multiplied back afterwards. The row scaling costs 5–35 % of the product's time
     (bench/README.md, eighth round)."""
 
-    def __init__(self, linear: torch.nn.Linear) -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """``weight``: qint8, quantised per output channel (:meth:`from_linear`)."""
         super().__init__()
+        self._packed = torch.ops.quantized.linear_prepack(weight, None)
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("bias", bias)
+        anchors = torch.zeros(2, self.in_features)
+        anchors[0, 0], anchors[1, 0] = 1.0, -1.0
+        self.register_buffer("_anchors", anchors)
+
+    @classmethod
+    def from_linear(cls, linear: torch.nn.Linear) -> Int8Linear:
         weight = linear.weight.detach().float()
         scales = (weight.abs().amax(1) / 127).clamp_min(_TINY).double()
         with warnings.catch_warnings():  # torch marks its quantised tensors as deprecated; fbgemm still runs them
             warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
             quantised = torch.quantize_per_channel(weight, scales, torch.zeros_like(scales, dtype=torch.long), 0,
                                                    torch.qint8)
-            self._packed = torch.ops.quantized.linear_prepack(quantised, None)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(self.out_features)
-        self.register_buffer("bias", bias)
-        anchors = torch.zeros(2, self.in_features)
-        anchors[0, 0], anchors[1, 0] = 1.0, -1.0
-        self.register_buffer("_anchors", anchors)
+        bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(linear.out_features)
+        return cls(quantised, bias)
+
+    @classmethod
+    def stacked(cls, layers: Sequence[Int8Linear]) -> Int8Linear:
+        """One layer whose output is ``layers``' outputs side by side, each exactly as that layer gives it (the
+        weights keep their channels' scales, the rows scale alike): one call instead of several."""
+        weights = [torch.ops.quantized.linear_unpack(layer._packed)[0] for layer in layers]
+        joined = torch._make_per_channel_quantized_tensor(
+            torch.cat([weight.int_repr() for weight in weights]),
+            torch.cat([weight.q_per_channel_scales() for weight in weights]),
+            torch.cat([weight.q_per_channel_zero_points() for weight in weights]), 0)
+        return cls(joined, torch.cat([layer.bias for layer in layers]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
@@ -105,5 +122,20 @@ def int8_linears(module: torch.nn.Module) -> torch.nn.Module:
     for parent in list(module.modules()):
         for name, child in parent.named_children():
             if type(child) is torch.nn.Linear:  # not subclasses: MultiheadAttention reads its out_proj's weight
-                setattr(parent, name, Int8Linear(child))
+                setattr(parent, name, Int8Linear.from_linear(child))
     return module
+
+
+def stacked_linears(layers: Sequence[torch.nn.Module]) -> torch.nn.Module:
+    """One layer for several ``Linear`` or :class:`Int8Linear` layers that read the same input: their outputs
+    side by side, in one call (its weights take no gradient)."""
+    if all(isinstance(layer, Int8Linear) for layer in layers):
+        return Int8Linear.stacked(layers)
+    first = layers[0]
+    joined = torch.nn.Linear(first.in_features, sum(layer.out_features for layer in layers),
+                             bias=first.bias is not None, device=first.weight.device, dtype=first.weight.dtype)
+    with torch.no_grad():
+        joined.weight.copy_(torch.cat([layer.weight for layer in layers]))
+        if joined.bias is not None:
+            joined.bias.copy_(torch.cat([layer.bias for layer in layers]))
+    return joined.requires_grad_(False)
