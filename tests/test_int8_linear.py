@@ -73,3 +73,19 @@ def test_stacked_layers_give_each_layers_output_side_by_side() -> None:
             assert isinstance(joined, type(layers[0])) and joined.out_features == 104
             assert equal(joined(rows), torch.cat([layer(rows) for layer in layers], -1))
     assert not any(parameter.requires_grad for parameter in stacked_linears(plain).parameters())
+
+
+def test_per_sample_layers_give_each_sample_what_it_gets_alone() -> None:
+    linear = _layer()[0]
+    layer = Int8Linear.from_linear(linear, per_sample=True)
+    samples = _rows().reshape(3, 2, 48)  # three samples of two tokens, far apart in loudness
+    with torch.inference_mode():
+        together, want = layer(samples), linear(samples)
+        assert together.shape == (3, 2, 40)
+        for sample in range(3):
+            assert torch.equal(layer(samples[sample:sample + 1]), together[sample:sample + 1])
+            assert torch.equal(layer(samples[sample]), together[sample])  # (tokens, features): one sample
+        error = (together - want).abs().amax((1, 2)) / (want - linear.bias).abs().amax((1, 2))
+        stacked = stacked_linears([layer, Int8Linear.from_linear(linear, per_sample=True)])(samples)
+    assert error.max() < 0.03, error
+    assert torch.equal(stacked, torch.cat([together, together], -1))

@@ -64,7 +64,7 @@ class Captioner:
         self.dtype = torch.bfloat16 if self.bf16 else torch.float32
         self.model = self.model.to(self.dtype)
         if self.int8:
-            self.model.vision_model = int8_linears(self.model.vision_model)
+            self.model.vision_model = int8_linears(self.model.vision_model, per_sample=True)  # a photo: 197 patches
             self.model.text_decoder = int8_linears(self.model.text_decoder)
 
     def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:

@@ -69,12 +69,17 @@ class Int8Linear(torch.nn.Module):
     alone or beside others. fbgemm's dynamic int8 product quantises its whole input with one scale; here each
     row is first divided by its own largest magnitude, and two anchor rows (+1 and -1) fix that scale for every
     call; the rows are multiplied back afterwards. The row scaling costs 5–35 % of the product's time
-    (bench/README.md, eighth round)."""
+    (bench/README.md, eighth round).
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+    ``per_sample``: for inputs (samples, tokens, features) whose samples always have the same tokens (BLIP's
+    vision tower: a photo's patches), one scale per sample instead, one product per sample: what the sample
+    gets alone, without the row scaling's passes over memory."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, per_sample: bool = False) -> None:
         """``weight``: qint8, quantised per output channel (:meth:`from_linear`)."""
         super().__init__()
-        self._packed = torch.ops.quantized.linear_prepack(weight, None)
+        self.per_sample = per_sample
+        self._packed = torch.ops.quantized.linear_prepack(weight, bias if per_sample else None)
         self.out_features, self.in_features = weight.shape
         self.register_buffer("bias", bias)
         anchors = torch.zeros(2, self.in_features)
@@ -82,7 +87,7 @@ class Int8Linear(torch.nn.Module):
         self.register_buffer("_anchors", anchors)
 
     @classmethod
-    def from_linear(cls, linear: torch.nn.Linear) -> Int8Linear:
+    def from_linear(cls, linear: torch.nn.Linear, per_sample: bool = False) -> Int8Linear:
         weight = linear.weight.detach().float()
         scales = (weight.abs().amax(1) / 127).clamp_min(_TINY).double()
         with warnings.catch_warnings():  # torch marks its quantised tensors as deprecated; fbgemm still runs them
@@ -90,7 +95,7 @@ class Int8Linear(torch.nn.Module):
             quantised = torch.quantize_per_channel(weight, scales, torch.zeros_like(scales, dtype=torch.long), 0,
                                                    torch.qint8)
         bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(linear.out_features)
-        return cls(quantised, bias)
+        return cls(quantised, bias, per_sample)
 
     @classmethod
     def stacked(cls, layers: Sequence[Int8Linear]) -> Int8Linear:
@@ -101,9 +106,13 @@ class Int8Linear(torch.nn.Module):
             torch.cat([weight.int_repr() for weight in weights]),
             torch.cat([weight.q_per_channel_scales() for weight in weights]),
             torch.cat([weight.q_per_channel_zero_points() for weight in weights]), 0)
-        return cls(joined, torch.cat([layer.bias for layer in layers]))
+        return cls(joined, torch.cat([layer.bias for layer in layers]), layers[0].per_sample)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.per_sample:
+            samples = x.reshape(-1, *x.shape[-2:])
+            return torch.stack([torch.ops.quantized.linear_dynamic(sample, self._packed, True) for sample in samples]
+                               ).view(*x.shape[:-1], self.out_features)
         rows = x.reshape(-1, self.in_features)
         peak = (rows.abs().amax(1, keepdim=True) if rows.shape[0] <= _FEW_ROWS
                 else torch.maximum(rows.amax(1, keepdim=True), rows.amin(1, keepdim=True).neg_()))
@@ -115,14 +124,14 @@ class Int8Linear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
 
-def int8_linears(module: torch.nn.Module) -> torch.nn.Module:
+def int8_linears(module: torch.nn.Module, per_sample: bool = False) -> torch.nn.Module:
     """``module``, in place and in fp32, with every ``Linear`` layer an :class:`Int8Linear` (each fp32 weight
     freed as its layer converts)."""
     module.float()
     for parent in list(module.modules()):
         for name, child in parent.named_children():
             if type(child) is torch.nn.Linear:  # not subclasses: MultiheadAttention reads its out_proj's weight
-                setattr(parent, name, Int8Linear.from_linear(child))
+                setattr(parent, name, Int8Linear.from_linear(child, per_sample))
     return module
 
 
