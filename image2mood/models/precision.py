@@ -111,8 +111,9 @@ class Int8Linear(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.per_sample:
             samples = x.reshape(-1, *x.shape[-2:])
-            return torch.stack([torch.ops.quantized.linear_dynamic(sample, self._packed, True) for sample in samples]
-                               ).view(*x.shape[:-1], self.out_features)
+            products = [torch.ops.quantized.linear_dynamic(sample, self._packed, True) for sample in samples]
+            joined = products[0] if len(products) == 1 else torch.stack(products)  # one photo: no copy
+            return joined.view(*x.shape[:-1], self.out_features)
         rows = x.reshape(-1, self.in_features)
         peak = (rows.abs().amax(1, keepdim=True) if rows.shape[0] <= _FEW_ROWS
                 else torch.maximum(rows.amax(1, keepdim=True), rows.amin(1, keepdim=True).neg_()))
