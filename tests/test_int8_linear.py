@@ -4,6 +4,8 @@ nothing)."""
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from image2mood.models.precision import Int8Linear, int8_linears, stacked_linears
@@ -89,3 +91,28 @@ def test_per_sample_layers_give_each_sample_what_it_gets_alone() -> None:
         stacked = stacked_linears([layer, Int8Linear.from_linear(linear, per_sample=True)])(samples)
     assert error.max() < 0.03, error
     assert torch.equal(stacked, torch.cat([together, together], -1))
+
+
+def test_the_fixed_scale_product_is_the_anchored_dynamic_product_bit_for_bit() -> None:
+    """fbgemm multiplies at the fixed [-1, 1] scale directly; the anchor rows that other engines need give the
+    same outputs. Many rows too: above 64, the rows' peaks come from another reduction."""
+    linear, layer = _layer()
+    assert layer.fixed_scale == (torch.backends.quantized.engine in ("x86", "fbgemm"))  # CI's CPUs: x86
+    anchored = copy.deepcopy(layer)
+    anchored.fixed_scale = False
+    many = torch.randn(100, 48) * torch.rand(100, 1) * 10
+    with torch.inference_mode():
+        for rows in (_rows(), _rows()[:1], many):
+            assert torch.equal(layer(rows), anchored(rows))
+
+
+def test_an_engine_without_the_fixed_scale_product_keeps_rows_independent(monkeypatch) -> None:
+    monkeypatch.setattr(torch.backends.quantized, "engine", "qnnpack")  # ARM's engine
+    linear, layer = _layer()
+    rows = _rows()
+    with torch.inference_mode():
+        together = layer(rows)
+        alone = torch.cat([layer(rows[row:row + 1]) for row in range(len(rows))])
+        want = linear(rows)
+    assert not layer.fixed_scale and torch.equal(together, alone)
+    assert torch.nn.functional.cosine_similarity(together[[0, 1, 2, 4, 5]], want[[0, 1, 2, 4, 5]]).min() > 0.999

@@ -27,6 +27,9 @@ Precision = Literal["auto", "fp32", "bf16", "int8"]
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 _TINY = torch.finfo(torch.float32).tiny
 _FEW_ROWS = 64  # below, |x|'s row maximum in fewer calls; above, in fewer passes over memory (the same values)
+# [-1, 1] as fbgemm's dynamic product quantises it (7-bit activations, reduce_range): 127 steps, zero at 64
+_ROW_SCALE, _ROW_ZERO_POINT = 2 / 127, 64
+_FIXED_SCALE_PRODUCT = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32
 
 
 @cache
@@ -67,9 +70,10 @@ class Int8Linear(torch.nn.Module):
     """A ``Linear`` layer with int8 weights (per output channel) whose activations are quantised row by row, so
     a row's output never depends on the rows that share its batch: a photo's caption and vectors are the same
     alone or beside others. fbgemm's dynamic int8 product quantises its whole input with one scale; here each
-    row is first divided by its own largest magnitude, and two anchor rows (+1 and -1) fix that scale for every
-    call; the rows are multiplied back afterwards. The row scaling costs about a quarter of the product's time
-    on a photo's rows and 25 µs a call on a few rows (bench/README.md, eighth round).
+    row is first divided by its own largest magnitude, quantised at the one fixed scale of [-1, 1] (fbgemm's
+    7-bit activations), and multiplied back afterwards. Where the engine has no fixed-scale product (fbgemm
+    has; qnnpack, on ARM, has not), two anchor rows (+1 and -1) make the dynamic product choose that scale:
+    the same outputs, bit for bit, at 10-35 µs more a call (bench/README.md, ninth round).
 
     ``per_sample``: for inputs (samples, tokens, features) whose samples always have the same tokens (BLIP's
     vision tower: a photo's patches), one scale per sample instead, one product per sample: what the sample
@@ -85,6 +89,7 @@ class Int8Linear(torch.nn.Module):
         anchors = torch.zeros(2, self.in_features)
         anchors[0, 0], anchors[1, 0] = 1.0, -1.0
         self.register_buffer("_anchors", anchors)
+        self.fixed_scale = not per_sample and _has_fixed_scale_product(self._packed, self.in_features)
 
     @classmethod
     def from_linear(cls, linear: torch.nn.Linear, per_sample: bool = False) -> Int8Linear:
@@ -117,12 +122,24 @@ class Int8Linear(torch.nn.Module):
         rows = x.reshape(-1, self.in_features)
         peak = (rows.abs().amax(1, keepdim=True) if rows.shape[0] <= _FEW_ROWS
                 else torch.maximum(rows.amax(1, keepdim=True), rows.amin(1, keepdim=True).neg_()))
-        scaled = torch.cat((rows / peak.clamp_min_(_TINY), self._anchors))
-        product = torch.ops.quantized.linear_dynamic(scaled, self._packed, True)[:-2]
+        scaled = rows / peak.clamp_min_(_TINY)
+        if self.fixed_scale:
+            product = _FIXED_SCALE_PRODUCT(scaled, _ROW_SCALE, _ROW_ZERO_POINT, self._packed)
+        else:
+            product = torch.ops.quantized.linear_dynamic(torch.cat((scaled, self._anchors)), self._packed, True)[:-2]
         return torch.addcmul(self.bias, product, peak).view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+def _has_fixed_scale_product(packed: torch.ScriptObject, in_features: int) -> bool:
+    """Whether the quantised engine that packed these weights multiplies at a given input scale."""
+    try:
+        _FIXED_SCALE_PRODUCT(torch.zeros(1, in_features), _ROW_SCALE, _ROW_ZERO_POINT, packed)
+    except (RuntimeError, NotImplementedError):
+        return False
+    return True
 
 
 def int8_linears(module: torch.nn.Module, per_sample: bool = False) -> torch.nn.Module:
