@@ -11,7 +11,8 @@ own position and attends under a mask of the positions it has filled. Rows that 
 batch that joined together: :func:`greedy`) need no mask and give ``generate``'s tokens exactly.
 
 Why: a decoding step reads every weight once, whatever the number of rows, so a step's cost grows slowly
-with its rows (full-size BLIP in int8 on 2 cores: about 7.5 ms for one row, 10.8 for four, 15 for eight).
+with its rows (full-size BLIP in int8 on 2 cores: eight rows cost 1.8–2× one row's step, four about 1.45×;
+bench/README.md).
 Photos that arrive while others are captioned join them at the next step instead of waiting for the whole
 caption, or running their own steps beside it.
 """
