@@ -29,7 +29,6 @@ _TINY = torch.finfo(torch.float32).tiny
 _FEW_ROWS = 64  # below, |x|'s row maximum in fewer calls; above, in fewer passes over memory (the same values)
 # [-1, 1] as fbgemm's dynamic product quantises it (7-bit activations, reduce_range): 127 steps, zero at 64
 _ROW_SCALE, _ROW_ZERO_POINT = 2 / 127, 64
-_FIXED_SCALE_PRODUCT = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32
 
 
 @cache
@@ -124,7 +123,7 @@ class Int8Linear(torch.nn.Module):
                 else torch.maximum(rows.amax(1, keepdim=True), rows.amin(1, keepdim=True).neg_()))
         scaled = rows / peak.clamp_min_(_TINY)
         if self.fixed_scale:
-            product = _FIXED_SCALE_PRODUCT(scaled, _ROW_SCALE, _ROW_ZERO_POINT, self._packed)
+            product = _fixed_scale_product(scaled, self._packed)
         else:
             product = torch.ops.quantized.linear_dynamic(torch.cat((scaled, self._anchors)), self._packed, True)[:-2]
         return torch.addcmul(self.bias, product, peak).view(*x.shape[:-1], self.out_features)
@@ -133,11 +132,17 @@ class Int8Linear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
 
+def _fixed_scale_product(scaled: torch.Tensor, packed: torch.ScriptObject) -> torch.Tensor:
+    """``scaled`` (rows within [-1, 1]) times the packed int8 weights, the rows quantised at [-1, 1]'s scale."""
+    return torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(scaled, _ROW_SCALE, _ROW_ZERO_POINT,
+                                                                             packed)
+
+
 def _has_fixed_scale_product(packed: torch.ScriptObject, in_features: int) -> bool:
-    """Whether the quantised engine that packed these weights multiplies at a given input scale."""
+    """Whether this torch, and the quantised engine that packed these weights, multiply at a given input scale."""
     try:
-        _FIXED_SCALE_PRODUCT(torch.zeros(1, in_features), _ROW_SCALE, _ROW_ZERO_POINT, packed)
-    except (RuntimeError, NotImplementedError):
+        _fixed_scale_product(torch.zeros(1, in_features), packed)
+    except (AttributeError, RuntimeError, NotImplementedError):  # no such operator, or not for this engine
         return False
     return True
 
