@@ -88,7 +88,7 @@ class Int8Linear(torch.nn.Module):
         anchors = torch.zeros(2, self.in_features)
         anchors[0, 0], anchors[1, 0] = 1.0, -1.0
         self.register_buffer("_anchors", anchors)
-        self.fixed_scale = not per_sample and _has_fixed_scale_product(self._packed, self.in_features)
+        self.fixed_scale = not per_sample and _engine_has_fixed_scale_product(torch.backends.quantized.engine)
 
     @classmethod
     def from_linear(cls, linear: torch.nn.Linear, per_sample: bool = False) -> Int8Linear:
@@ -138,10 +138,13 @@ def _fixed_scale_product(scaled: torch.Tensor, packed: torch.ScriptObject) -> to
                                                                              packed)
 
 
-def _has_fixed_scale_product(packed: torch.ScriptObject, in_features: int) -> bool:
-    """Whether this torch, and the quantised engine that packed these weights, multiply at a given input scale."""
+@cache
+def _engine_has_fixed_scale_product(engine: str) -> bool:
+    """Whether this torch multiplies weights packed by the quantised ``engine`` (the one in use, which packs
+    every layer built meanwhile) at a given input scale: tried once per engine, on a 1 × 1 layer."""
+    weight = torch.quantize_per_tensor(torch.ones(1, 1), 1.0, 0, torch.qint8)
     try:
-        _fixed_scale_product(torch.zeros(1, in_features), packed)
+        _fixed_scale_product(torch.zeros(1, 1), torch.ops.quantized.linear_prepack(weight, None))
     except (AttributeError, RuntimeError, NotImplementedError):  # no such operator, or not for this engine
         return False
     return True
