@@ -9,30 +9,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from caption import p50_ms
 from query import full_models, photo
 
 from image2mood.config import Settings
 from image2mood.images import load_configured_photo
 from image2mood.models import factory
-
-
-def median_ms(work: Callable[[], object], runs: int) -> float:
-    """Median wall time of ``work`` in ms, after one warm-up call."""
-    work()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
 
 
 @torch.inference_mode()
@@ -56,10 +43,10 @@ def main() -> None:
             while len(finished) < count:
                 finished.update(rows.step())
 
-        parts = {"CLIP": median_ms(lambda: clip.encode_images(batch), args.runs),
-                 "BLIP vision tower": median_ms(lambda: captioner.features(batch), args.runs),
-                 "caption (vision tower, join, steps)": median_ms(caption, args.runs),
-                 "CLAP text tower": median_ms(lambda: clap.encode_text(texts), args.runs)}
+        parts = {"CLIP": p50_ms(lambda: clip.encode_images(batch), args.runs),
+                 "BLIP vision tower": p50_ms(lambda: captioner.features(batch), args.runs),
+                 "caption (vision tower, join, steps)": p50_ms(caption, args.runs),
+                 "CLAP text tower": p50_ms(lambda: clap.encode_text(texts), args.runs)}
         totals[count] = (parts["CLIP"] + parts["caption (vision tower, join, steps)"] + parts["CLAP text tower"]) / count
         print(f"{count} photo(s), ms a photo: " + ", ".join(f"{name} {ms / count:.1f}" for name, ms in parts.items())
               + f"; in all {totals[count]:.1f}")
